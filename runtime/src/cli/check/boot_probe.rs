@@ -1,0 +1,78 @@
+//! The last line of `husk check`: boot a 1-vCPU, 128 MiB microVM to the
+//! agent, ask its version, shut it down.
+
+use std::time::{Duration, Instant};
+
+use husk::agent::{connect_hybrid_vsock, AgentClient};
+use husk::config::HuskConfig;
+use husk::sandbox::VmProcess;
+use husk::vmm::{ConsoleConfig, VmConfig};
+
+/// What the boot probe saw.
+pub struct BootResult {
+    /// One line for the report.
+    pub detail: String,
+    /// From starting the VMM process to the agent's first answer.
+    pub agent_ready: Duration,
+}
+
+/// Guest CID of the probe VM (any CID works: its vsock is private).
+const PROBE_CID: u64 = 3;
+/// How long the guest has to reset after the agent's shutdown.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Boots the probe VM and returns its timings, or why it failed (with the
+/// end of the console and VMM logs).
+pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResult, String> {
+    let husk_bin = std::env::current_exe().map_err(|e| format!("cannot find the husk binary: {e}"))?;
+    let dir = config
+        .state_dir
+        .join(format!("check-{}", std::process::id()));
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| format!("cannot create {:?}: {e}", config.state_dir))?;
+    let vm = VmConfig {
+        vcpus: 1,
+        memory_mib: 128,
+        kernel: config.kernel.clone(),
+        initramfs: Some(config.initramfs.clone()),
+        cmdline: String::new(),
+        verbose_boot: config.debug_console,
+        console: ConsoleConfig::Stdout,
+        vsock: None,
+        seccomp: config.seccomp,
+    };
+    let mut process = VmProcess::spawn(&husk_bin, vm, &dir, PROBE_CID).map_err(|e| format!("{e:#}"))?;
+    let fail = |process: &VmProcess, why: String| format!("{why}\n{}", process.logs());
+
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        if let Some(status) = process.try_wait() {
+            return Err(fail(&process, format!("the VMM ended before the agent answered ({status})")));
+        }
+        match connect_hybrid_vsock(&process.paths().vsock, husk_protocol::AGENT_VSOCK_PORT, Duration::from_millis(500)) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(fail(&process, format!("no agent after {timeout:?}: {e:#}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let client = AgentClient::new(stream).map_err(|e| fail(&process, format!("agent: {e:#}")))?;
+    let version = client
+        .version()
+        .map_err(|e| fail(&process, format!("agent version call: {e:#}")))?;
+    let agent_ready = process.started().elapsed();
+    if let Err(e) = client.shutdown() {
+        return Err(fail(&process, format!("agent shutdown call: {e:#}")));
+    }
+    drop(client);
+    match process.wait_timeout(SHUTDOWN_TIMEOUT) {
+        Some(status) if status.success() => {}
+        Some(status) => return Err(fail(&process, format!("the VMM ended with {status} after shutdown"))),
+        None => return Err(fail(&process, format!("the guest did not reset within {SHUTDOWN_TIMEOUT:?} of shutdown"))),
+    }
+    Ok(BootResult {
+        detail: format!("1 vCPU, 128 MiB, agent {version}"),
+        agent_ready,
+    })
+}

@@ -1,0 +1,215 @@
+//! A microVM running in its own `husk vmm` process.
+//!
+//! The VMM runs in a child process so that a VMM crash never takes its
+//! parent down, and the other way round. Everything the VM creates lives in
+//! one state directory, which [`VmProcess`] removes when dropped, after
+//! killing the VMM if it still runs.
+
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::vmm::config::{ConsoleConfig, VmConfig, VsockConfig};
+use crate::vmm::console::console_log_tail;
+
+/// How much of the console and VMM logs an error report carries.
+const LOG_TAIL_BYTES: usize = 4096;
+
+/// Files of a sandbox's state directory.
+#[derive(Debug, Clone)]
+pub struct VmProcessPaths {
+    /// The state directory itself.
+    pub dir: PathBuf,
+    /// The VMM's config.
+    pub config: PathBuf,
+    /// The hybrid vsock socket.
+    pub vsock: PathBuf,
+    /// The guest console log.
+    pub console_log: PathBuf,
+    /// The VMM process's own stderr.
+    pub vmm_log: PathBuf,
+}
+
+impl VmProcessPaths {
+    /// The layout under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            config: dir.join("vm.json"),
+            vsock: dir.join("vsock.sock"),
+            console_log: dir.join("console.log"),
+            vmm_log: dir.join("vmm.log"),
+        }
+    }
+}
+
+/// Why a VMM process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnVmError {
+    /// The state directory exists already or cannot be made.
+    #[error("cannot create the sandbox state directory {path:?}")]
+    StateDir {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VM config could not be written.
+    #[error("cannot write the VM config {path:?}")]
+    WriteConfig {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM process could not be started.
+    #[error("cannot start the VMM {program:?}")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running VMM process and its state directory.
+#[derive(Debug)]
+pub struct VmProcess {
+    child: Option<Child>,
+    paths: VmProcessPaths,
+    started: Instant,
+}
+
+impl VmProcess {
+    /// Starts `husk_bin vmm` for `config` with its sockets and logs in a
+    /// new state directory `dir`. The config's console and vsock are set
+    /// to files in `dir`.
+    pub fn spawn(husk_bin: &Path, mut config: VmConfig, dir: &Path, guest_cid: u64) -> Result<Self, SpawnVmError> {
+        let paths = VmProcessPaths::new(dir);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| SpawnVmError::StateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        // From here on, dropping `process` removes the directory.
+        let mut process = Self {
+            child: None,
+            paths: paths.clone(),
+            started: Instant::now(),
+        };
+        if config.console != ConsoleConfig::Off {
+            config.console = ConsoleConfig::Log {
+                path: paths.console_log.clone(),
+                max_bytes: 512 * 1024,
+            };
+        }
+        config.vsock = Some(VsockConfig {
+            guest_cid,
+            uds_path: paths.vsock.clone(),
+        });
+        let json = serde_json::to_vec_pretty(&config).expect("VmConfig serializes");
+        fs::write(&paths.config, json).map_err(|source| SpawnVmError::WriteConfig {
+            path: paths.config.clone(),
+            source,
+        })?;
+        let vmm_log = File::create(&paths.vmm_log).map_err(|source| SpawnVmError::WriteConfig {
+            path: paths.vmm_log.clone(),
+            source,
+        })?;
+        process.started = Instant::now();
+        let child = Command::new(husk_bin)
+            .arg("vmm")
+            .arg("--config")
+            .arg(&paths.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(vmm_log)
+            .spawn()
+            .map_err(|source| SpawnVmError::Spawn {
+                program: husk_bin.to_path_buf(),
+                source,
+            })?;
+        process.child = Some(child);
+        Ok(process)
+    }
+
+    /// The state directory's files.
+    pub fn paths(&self) -> &VmProcessPaths {
+        &self.paths
+    }
+
+    /// When the VMM process was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The VMM's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The VMM's exit status if it has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the VMM to end by itself.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The end of the console log and of the VMM's own log, for reports.
+    pub fn logs(&self) -> String {
+        let console = console_log_tail(&self.paths.console_log, LOG_TAIL_BYTES);
+        let vmm = console_log_tail(&self.paths.vmm_log, LOG_TAIL_BYTES);
+        let mut out = String::new();
+        if !vmm.trim().is_empty() {
+            out.push_str("--- VMM log\n");
+            out.push_str(vmm.trim_end());
+            out.push('\n');
+        }
+        if !console.trim().is_empty() {
+            out.push_str("--- guest console\n");
+            out.push_str(console.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Kills the VMM if it still runs and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if let Err(e) = fs::remove_dir_all(&self.paths.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("cannot remove {:?}: {e}", self.paths.dir);
+            }
+        }
+    }
+}

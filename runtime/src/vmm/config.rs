@@ -1,0 +1,314 @@
+//! The VMM's configuration: inert data, checked before anything is built.
+//!
+//! `husk vmm` reads it as JSON; `husk boot`, `husk check` and later the
+//! sandbox code fill it in. Unknown fields are errors.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Most vCPUs a microVM may have.
+pub const MAX_VCPUS: u8 = 32;
+/// Least guest memory a Linux guest with the agent boots in.
+pub const MIN_MEMORY_MIB: u32 = 32;
+/// Most guest memory a microVM may have (also capped by host memory).
+pub const MAX_MEMORY_MIB: u32 = 256 * 1024;
+/// Lowest CID a guest may have (0–2 are reserved by vsock).
+pub const MIN_GUEST_CID: u64 = 3;
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
+pub enum ConsoleConfig {
+    /// Discarded.
+    Off,
+    /// The VMM's standard output (and standard input to the guest).
+    Stdout,
+    /// A log file, rotated once at `max_bytes` (the older part is kept as
+    /// `<path>.1`), so it never holds more than twice that.
+    Log {
+        /// Path of the log.
+        path: PathBuf,
+        /// Size at which the log is rotated once.
+        #[serde(default = "default_console_log_bytes")]
+        max_bytes: u64,
+    },
+}
+
+fn default_console_log_bytes() -> u64 {
+    512 * 1024
+}
+
+/// The vsock device and its host-side Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// The guest's context id.
+    pub guest_cid: u64,
+    /// Unix socket the host connects to (`CONNECT <port>`); guest
+    /// connections to host port P go to `<uds_path>_<P>`.
+    pub uds_path: PathBuf,
+}
+
+/// Everything the VMM needs to build and run one microVM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Guest kernel: an ELF `vmlinux` with a PVH entry note.
+    pub kernel: PathBuf,
+    /// Initramfs (cpio newc, optionally gzip-compressed).
+    #[serde(default)]
+    pub initramfs: Option<PathBuf>,
+    /// Arguments appended to the kernel command line husk builds.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Boot with a verbose kernel log (no `quiet`).
+    #[serde(default)]
+    pub verbose_boot: bool,
+    /// Where the serial console goes.
+    #[serde(default = "default_console")]
+    pub console: ConsoleConfig,
+    /// The vsock device, if any.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// Apply the seccomp filters (off only for debugging).
+    #[serde(default = "default_true")]
+    pub seccomp: bool,
+}
+
+fn default_console() -> ConsoleConfig {
+    ConsoleConfig::Off
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Why a [`VmConfig`] was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VmConfigError {
+    /// The config could not be read.
+    #[error("cannot read the VM config")]
+    Read(#[source] std::io::Error),
+    /// The config is not valid JSON of the right shape.
+    #[error("VM config is not valid")]
+    Parse(#[source] serde_json::Error),
+    /// `vcpus` is out of range.
+    #[error("vcpus = {0}: must be between 1 and {MAX_VCPUS}")]
+    Vcpus(u8),
+    /// `memory_mib` is out of range.
+    #[error("memory_mib = {got}: must be between {MIN_MEMORY_MIB} and {max} MiB")]
+    Memory {
+        /// Requested size.
+        got: u32,
+        /// Largest size allowed on this host.
+        max: u64,
+    },
+    /// A file the VM needs is missing or unreadable.
+    #[error("{what} {path:?} cannot be opened")]
+    File {
+        /// Which file (kernel, initramfs).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initramfs is neither cpio newc nor gzip.
+    #[error("initramfs {0:?} is not a cpio newc archive (plain or gzip-compressed)")]
+    InitramfsFormat(PathBuf),
+    /// The kernel is not an ELF file.
+    #[error("kernel {0:?} is not an ELF vmlinux (husk boots vmlinux through its PVH entry)")]
+    KernelFormat(PathBuf),
+    /// The vsock socket path is already taken.
+    #[error("vsock socket {0:?} already exists")]
+    VsockPathExists(PathBuf),
+    /// The guest CID is reserved.
+    #[error("vsock guest_cid = {0}: CIDs below {MIN_GUEST_CID} are reserved")]
+    GuestCid(u64),
+    /// The extra command line holds a NUL byte.
+    #[error("cmdline holds a NUL byte")]
+    CmdlineNul,
+}
+
+impl VmConfig {
+    /// Parses a JSON config; unknown fields are errors.
+    pub fn from_json(json: &str) -> Result<Self, VmConfigError> {
+        serde_json::from_str(json).map_err(VmConfigError::Parse)
+    }
+
+    /// Reads a JSON config from a file.
+    pub fn from_file(path: &Path) -> Result<Self, VmConfigError> {
+        let json = std::fs::read_to_string(path).map_err(VmConfigError::Read)?;
+        Self::from_json(&json)
+    }
+
+    /// Checks every field against the host, before anything is created.
+    pub fn validate(&self) -> Result<(), VmConfigError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(VmConfigError::Vcpus(self.vcpus));
+        }
+        let max = host_memory_mib().min(u64::from(MAX_MEMORY_MIB));
+        if self.memory_mib < MIN_MEMORY_MIB || u64::from(self.memory_mib) > max {
+            return Err(VmConfigError::Memory {
+                got: self.memory_mib,
+                max,
+            });
+        }
+        let magic = read_magic("kernel", &self.kernel)?;
+        if magic[..4] != *b"\x7fELF" {
+            return Err(VmConfigError::KernelFormat(self.kernel.clone()));
+        }
+        if let Some(initramfs) = &self.initramfs {
+            let magic = read_magic("initramfs", initramfs)?;
+            let cpio = magic.starts_with(b"07070");
+            let gzip = magic.starts_with(&[0x1f, 0x8b]);
+            if !cpio && !gzip {
+                return Err(VmConfigError::InitramfsFormat(initramfs.clone()));
+            }
+        }
+        if self.cmdline.contains('\0') {
+            return Err(VmConfigError::CmdlineNul);
+        }
+        if let Some(vsock) = &self.vsock {
+            if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid > u64::from(u32::MAX) {
+                return Err(VmConfigError::GuestCid(vsock.guest_cid));
+            }
+            if vsock.uds_path.symlink_metadata().is_ok() {
+                return Err(VmConfigError::VsockPathExists(vsock.uds_path.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the first six bytes of a file (zero-padded if shorter).
+fn read_magic(what: &'static str, path: &Path) -> Result<[u8; 6], VmConfigError> {
+    let file_err = |source| VmConfigError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(file_err)?;
+    let mut magic = [0u8; 6];
+    let mut got = 0;
+    while got < magic.len() {
+        match file.read(&mut magic[got..]).map_err(file_err)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(magic)
+}
+
+/// Host memory in MiB (a guest can never have more).
+fn host_memory_mib() -> u64 {
+    // SAFETY: sysconf only reads system values.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if pages <= 0 || page_size <= 0 {
+        return u64::from(MAX_MEMORY_MIB);
+    }
+    (pages as u64).saturating_mul(page_size as u64) >> 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn config(kernel: &Path) -> VmConfig {
+        VmConfig {
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: kernel.to_path_buf(),
+            initramfs: None,
+            cmdline: String::new(),
+            verbose_boot: false,
+            console: ConsoleConfig::Off,
+            vsock: None,
+            seccomp: true,
+        }
+    }
+
+    #[test]
+    fn accepts_a_sane_config_and_round_trips_json() {
+        let kernel = file_with(b"\x7fELF\x02\x01");
+        let initramfs = file_with(b"070701...");
+        let mut c = config(kernel.path());
+        c.initramfs = Some(initramfs.path().to_path_buf());
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(VmConfig::from_json(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let err = VmConfig::from_json(
+            r#"{"vcpus":1,"memory_mib":128,"kernel":"/k","bogus":1}"#,
+        )
+        .unwrap_err();
+        assert!(format!("{:?}", err).contains("bogus"), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_bad_sizes_files_and_formats() {
+        let kernel = file_with(b"\x7fELF\x02\x01");
+        let mut c = config(kernel.path());
+        c.vcpus = 0;
+        assert!(matches!(c.validate(), Err(VmConfigError::Vcpus(0))));
+        c.vcpus = 200;
+        assert!(matches!(c.validate(), Err(VmConfigError::Vcpus(200))));
+        c.vcpus = 1;
+        c.memory_mib = 0;
+        assert!(matches!(c.validate(), Err(VmConfigError::Memory { .. })));
+        c.memory_mib = u32::MAX;
+        assert!(matches!(c.validate(), Err(VmConfigError::Memory { .. })));
+        c.memory_mib = 128;
+
+        let text = file_with(b"hello world");
+        let mut bad_kernel = config(text.path());
+        assert!(matches!(
+            bad_kernel.validate(),
+            Err(VmConfigError::KernelFormat(_))
+        ));
+        bad_kernel.kernel = PathBuf::from("/nonexistent/vmlinux");
+        let err = bad_kernel.validate().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
+
+        c.initramfs = Some(text.path().to_path_buf());
+        assert!(matches!(
+            c.validate(),
+            Err(VmConfigError::InitramfsFormat(_))
+        ));
+        c.initramfs = None;
+
+        let taken = file_with(b"");
+        c.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: taken.path().to_path_buf(),
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(VmConfigError::VsockPathExists(_))
+        ));
+        c.vsock = Some(VsockConfig {
+            guest_cid: 2,
+            uds_path: PathBuf::from("/nonexistent/v.sock"),
+        });
+        assert!(matches!(c.validate(), Err(VmConfigError::GuestCid(2))));
+    }
+}

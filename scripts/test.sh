@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the whole husk test suite:
+#   1. unit tests and host tests (`cargo test --workspace`): device models,
+#      bad input, the VMM with the tiny test guest on this host's /dev/kvm;
+#   2. the KVM test host's own self-test;
+#   3. the microVM suite (tests/microvm): real guest kernel and agent,
+#      inside tests/kvm-host unless this host has hardware KVM.
+# Fails if any part fails or if the microVM suite did not run its cases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\n== %s\n' "$*" >&2; }
+
+scripts/setup.sh --no-check
+
+say "unit and host tests"
+cargo build --locked -p husk-runtime --bins
+cargo test --locked --workspace
+
+say "KVM test host self-test"
+tests/kvm-host.d/selftest.sh
+
+say "microVM suite"
+suite=$(cargo test --locked --release -p husk-tests --test microvm --no-run --message-format=json 2>/dev/null |
+  /usr/bin/python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "microvm":
+        print(m["executable"])')
+expected=$("$suite" --list 2>/dev/null | grep -c ': test$')
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+HUSK_BIN="$PWD/target/release/husk" tests/kvm-host --timeout 2400 -- "$suite" --test-threads=1 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$log" | tail -n 1)
+if [ "$status" -ne 0 ] || [ "${passed:-0}" -ne "$expected" ]; then
+  echo "microVM suite: exit $status, ${passed:-0} of $expected cases passed" >&2
+  exit 1
+fi
+echo "microVM suite: all $expected cases passed" >&2

@@ -1,0 +1,122 @@
+//! The microVM suite: boots husk's real guest kernel and agent and talks
+//! to it. Runs inside `tests/kvm-host` (or directly on hardware KVM).
+
+use std::time::Duration;
+
+use husk::agent::{connect_hybrid_vsock, AgentClient};
+use husk::sandbox::VmProcess;
+use husk::vmm::{ConsoleConfig, VmConfig};
+use husk_tests::{describe, husk, husk_bin, initramfs, kernel};
+
+/// The emulated test host is ~12x slower than hardware; boots take seconds.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn vm_config(vcpus: u8, memory_mib: u32) -> VmConfig {
+    VmConfig {
+        vcpus,
+        memory_mib,
+        kernel: kernel(),
+        initramfs: Some(initramfs()),
+        cmdline: String::new(),
+        verbose_boot: false,
+        console: ConsoleConfig::Stdout,
+        vsock: None,
+        seccomp: true,
+    }
+}
+
+struct Booted {
+    process: VmProcess,
+    client: AgentClient,
+}
+
+fn boot(name: &str, vcpus: u8, memory_mib: u32) -> Booted {
+    let dir = std::env::temp_dir().join(format!("husk-microvm-{name}-{}", std::process::id()));
+    let mut process = VmProcess::spawn(&husk_bin(), vm_config(vcpus, memory_mib), &dir, 3)
+        .unwrap_or_else(|e| panic!("spawn VMM: {e:#}"));
+    let deadline = std::time::Instant::now() + AGENT_TIMEOUT;
+    let stream = loop {
+        if let Some(status) = process.try_wait() {
+            panic!("VMM ended early ({status})\n{}", process.logs());
+        }
+        match connect_hybrid_vsock(&process.paths().vsock, husk_protocol::AGENT_VSOCK_PORT, Duration::from_millis(500)) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("no agent: {e:#}\n{}", process.logs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let client = AgentClient::new(stream).unwrap_or_else(|e| panic!("agent client: {e:#}\n{}", process.logs()));
+    Booted { process, client }
+}
+
+fn shutdown(mut booted: Booted) {
+    booted.client.shutdown().expect("shutdown call");
+    drop(booted.client);
+    let status = booted
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("guest did not reset\n{}", booted.process.logs()));
+    assert!(status.success(), "VMM exit {status}\n{}", booted.process.logs());
+    let dir = booted.process.paths().dir.clone();
+    drop(booted.process);
+    assert!(!dir.exists(), "state dir left behind");
+}
+
+fn assert_guest(booted: &Booted, vcpus: u32, memory_mib: u64) {
+    let details = booted.client.guest_details().expect("guest details");
+    assert_eq!(details.vcpus_online, vcpus, "{details:?}");
+    let total_mib = details.memory_total_bytes >> 20;
+    // The kernel keeps some memory for itself; it reports most of the rest.
+    assert!(
+        total_mib <= memory_mib && total_mib >= memory_mib * 3 / 4,
+        "guest sees {total_mib} MiB of {memory_mib}: {details:?}"
+    );
+}
+
+/// Every thread of the VMM runs under a seccomp filter.
+fn assert_seccomp_on_every_thread(pid: u32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("VMM tasks");
+    let mut threads = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(str::trim);
+        assert_eq!(mode, Some("2"), "thread {:?} has no seccomp filter", task.file_name());
+        threads += 1;
+    }
+    assert!(threads >= 2, "expected a VMM and a vCPU thread, saw {threads}");
+}
+
+#[test]
+fn boots_one_vcpu_128_mib_to_the_agent() {
+    let booted = boot("1x128", 1, 128);
+    let version = booted.client.version().expect("version");
+    assert!(!version.to_string().is_empty());
+    assert_guest(&booted, 1, 128);
+    assert_seccomp_on_every_thread(booted.process.pid().unwrap());
+    shutdown(booted);
+}
+
+#[test]
+fn boots_two_vcpus_512_mib_to_the_agent() {
+    let booted = boot("2x512", 2, 512);
+    assert_guest(&booted, 2, 512);
+    shutdown(booted);
+}
+
+#[test]
+fn husk_check_passes_and_reports_the_boot_time() {
+    let out = husk(&["check", "--timeout", "120"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!stdout.contains("FAIL"), "{}", describe(&out));
+    assert!(
+        stdout.lines().any(|l| l.starts_with("boot: ") && l.ends_with("ms from VMM start to agent ready")),
+        "{}",
+        describe(&out)
+    );
+}

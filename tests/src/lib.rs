@@ -1,0 +1,122 @@
+//! Shared helpers of husk's end-to-end tests: where the built artefacts
+//! are, running `husk`, and checking that nothing was left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// The `husk` binary: `$HUSK_BIN`, else the one next to this test binary's
+/// target directory (built by `cargo build -p husk-runtime` first).
+pub fn husk_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HUSK_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/husk
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("husk");
+    assert!(
+        bin.exists(),
+        "{bin:?} is missing: build it first (cargo build -p husk-runtime) or set HUSK_BIN"
+    );
+    bin
+}
+
+/// The build cache (`$HUSK_CACHE_DIR` or `~/.cache/husk`).
+pub fn cache_dir() -> PathBuf {
+    husk::config::cache_dir()
+}
+
+/// A built artefact in the cache, with a clear failure when it is missing.
+pub fn cached(name: &str) -> PathBuf {
+    let path = cache_dir().join(name);
+    assert!(
+        path.exists(),
+        "{path:?} is missing: run scripts/setup.sh --no-check first"
+    );
+    path
+}
+
+/// The guest kernel.
+pub fn kernel() -> PathBuf {
+    cached("vmlinux")
+}
+
+/// The agent initramfs.
+pub fn initramfs() -> PathBuf {
+    cached("husk-initramfs.cpio")
+}
+
+/// Runs `husk` with `args` and returns its output.
+pub fn husk(args: &[&str]) -> Output {
+    Command::new(husk_bin())
+        .args(args)
+        .output()
+        .expect("run husk")
+}
+
+/// Stdout and stderr of an output, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Pids of live `husk` processes whose command line contains `needle`.
+pub fn husk_processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("husk") && cmdline.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until `cond` holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether this host's `/dev/kvm` can boot a Linux guest (hardware
+/// virtualization, not PVM).
+pub fn host_runs_linux_guests() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .split_whitespace()
+        .any(|flag| flag == "vmx" || flag == "svm");
+    hw && !Path::new("/sys/module/kvm_pvm").exists()
+}
