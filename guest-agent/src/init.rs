@@ -1,0 +1,131 @@
+//! Guest setup as PID 1: the base mounts, the console, and what happens
+//! when the agent cannot go on.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::reboot::{reboot, RebootMode};
+
+/// One mount of the base guest file systems.
+struct BaseMount {
+    source: &'static str,
+    target: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: Option<&'static str>,
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The guest's own mounts, in order (each target's parent exists by then).
+const BASE_MOUNTS: &[BaseMount] = &[
+    BaseMount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
+    BaseMount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
+    BaseMount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+    BaseMount {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("newinstance,ptmxmode=0666,mode=0620"),
+    },
+    BaseMount { source: "shm", target: "/dev/shm", fstype: "tmpfs", flags: NOSUID_NODEV_NOEXEC, data: Some("mode=1777") },
+    BaseMount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
+    BaseMount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=0755") },
+    BaseMount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: Some("nsdelegate") },
+];
+
+/// Why the guest could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupGuestError {
+    /// A mount point could not be made.
+    #[error("cannot create {0}")]
+    MountPoint(&'static str, #[source] std::io::Error),
+    /// A base file system could not be mounted.
+    #[error("cannot mount {fstype} on {target}")]
+    Mount {
+        /// The file system type.
+        fstype: &'static str,
+        /// Where.
+        target: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Mounts the base file systems and moves the log to `/dev/kmsg`.
+pub fn setup_guest() -> Result<(), SetupGuestError> {
+    for m in BASE_MOUNTS {
+        std::fs::create_dir_all(m.target).map_err(|e| SetupGuestError::MountPoint(m.target, e))?;
+        mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data).map_err(|source| {
+            SetupGuestError::Mount {
+                fstype: m.fstype,
+                target: m.target,
+                source,
+            }
+        })?;
+    }
+    for (link, target) in [("/dev/ptmx", "pts/ptmx"), ("/dev/fd", "/proc/self/fd")] {
+        if !Path::new(link).exists() {
+            let _ = std::os::unix::fs::symlink(target, link);
+        }
+    }
+    if let Err(e) = crate::logger::to_kmsg() {
+        log::warn!("cannot open /dev/kmsg: {e}");
+    }
+    log::info!("guest set up");
+    Ok(())
+}
+
+/// Writes a line where a person will see it: the guest console (which
+/// the VMM logs even under `quiet`) and, on the host, stderr.
+fn to_console(in_guest: bool, line: &str) {
+    if in_guest {
+        if let Ok(mut console) = OpenOptions::new().write(true).open("/dev/console") {
+            let _ = console.write_all(format!("{line}\n").as_bytes());
+            return;
+        }
+    }
+    eprintln!("{line}");
+}
+
+/// Says on the console that the agent serves, once: the marker a person
+/// (and the boot benchmark) looks for in the console log.
+pub fn announce_ready(in_guest: bool, addr: &str) {
+    log::info!("serving the agent API on {addr}");
+    to_console(in_guest, &format!("husk-agent: ready on {addr}"));
+}
+
+/// Makes a panic visible on the console before the process aborts (in the
+/// guest the kernel then panics on init's death and the guest resets).
+pub fn install_panic_hook(in_guest: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        to_console(in_guest, &format!("husk-agent: panic: {info}"));
+    }));
+}
+
+/// Reports an error the agent cannot live with and ends: in the guest by
+/// resetting it (the VMM then exits), on the host by exiting.
+pub fn fatal(why: &str) -> ! {
+    let in_guest = std::process::id() == 1;
+    to_console(in_guest, &format!("husk-agent: fatal: {why}"));
+    if in_guest {
+        end_guest();
+    }
+    std::process::exit(1)
+}
+
+/// Syncs and resets the guest (`reboot=k` makes the reset end the VMM).
+pub fn end_guest() -> ! {
+    nix::unistd::sync();
+    let _ = reboot(RebootMode::RB_AUTOBOOT);
+    // reboot(2) does not return on success; if it did, PID 1 must not exit.
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,42 @@
+//! The husk agent API, shared by the runtime (client) and the guest agent
+//! (server): protobuf messages and ttrpc services generated from
+//! `proto/agent.proto`, and the constants both sides agree on.
+
+#![allow(missing_docs)]
+
+/// The protobuf messages.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    unused_mut,
+    unused_qualifications,
+    non_camel_case_types,
+    non_upper_case_globals,
+    unused_imports,
+    dead_code
+)]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+/// The ttrpc client and server glue.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    unused_mut,
+    unused_qualifications,
+    non_camel_case_types,
+    non_upper_case_globals,
+    unused_imports,
+    dead_code
+)]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+/// The vsock port the agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// The API version this build speaks. Peers with another version refuse
+/// each other with a clear message instead of a decode error.
+pub const API_VERSION: u32 = 1;
