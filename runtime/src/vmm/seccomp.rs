@@ -16,13 +16,22 @@ use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 const COMMON: &[(i64, &str)] = &[
     (libc::SYS_brk, "the allocator grows the heap"),
     (libc::SYS_mmap, "the allocator maps large blocks"),
-    (libc::SYS_munmap, "the allocator frees large blocks; thread stacks on exit"),
+    (
+        libc::SYS_munmap,
+        "the allocator frees large blocks; thread stacks on exit",
+    ),
     (libc::SYS_mremap, "the allocator grows large blocks"),
-    (libc::SYS_madvise, "the allocator and thread exit release memory"),
+    (
+        libc::SYS_madvise,
+        "the allocator and thread exit release memory",
+    ),
     (libc::SYS_futex, "mutexes, channels, thread join"),
     (libc::SYS_rt_sigreturn, "return from the vCPU kick handler"),
     (libc::SYS_rt_sigprocmask, "thread exit masks signals"),
-    (libc::SYS_sigaltstack, "thread exit removes the alternate signal stack"),
+    (
+        libc::SYS_sigaltstack,
+        "thread exit removes the alternate signal stack",
+    ),
     (libc::SYS_sched_yield, "spinning locks back off"),
     (libc::SYS_exit, "a thread ends"),
     (libc::SYS_exit_group, "the process ends"),
@@ -30,7 +39,10 @@ const COMMON: &[(i64, &str)] = &[
     (libc::SYS_writev, "buffered console and log output"),
     (libc::SYS_read, "event fds"),
     (libc::SYS_close, "dropping files and sockets"),
-    (libc::SYS_fcntl, "non-blocking sockets; debug builds check an fd before closing it"),
+    (
+        libc::SYS_fcntl,
+        "non-blocking sockets; debug builds check an fd before closing it",
+    ),
     (libc::SYS_getrandom, "hash map seeds"),
     (libc::SYS_clock_gettime, "time when the vDSO cannot answer"),
     (libc::SYS_clock_nanosleep, "short back-off sleeps"),
@@ -42,7 +54,10 @@ const COMMON: &[(i64, &str)] = &[
 /// The vCPU threads: `KVM_RUN` and the devices they serve synchronously.
 const VCPU: &[(i64, &str)] = &[
     (libc::SYS_ioctl, "KVM_RUN and the vCPU's own KVM calls"),
-    (libc::SYS_openat, "the console log is reopened when it rotates"),
+    (
+        libc::SYS_openat,
+        "the console log is reopened when it rotates",
+    ),
     (libc::SYS_rename, "the console log rotates"),
     (libc::SYS_fsync, "flushing the console log"),
 ];
@@ -60,11 +75,18 @@ const VMM: &[(i64, &str)] = &[
     (libc::SYS_recvmsg, "vsock stream data"),
     (libc::SYS_sendmsg, "vsock stream data"),
     (libc::SYS_shutdown, "vsock half-close"),
+    (
+        libc::SYS_timerfd_settime,
+        "vsock arms and disarms its connection-timeout timer",
+    ),
     (libc::SYS_ioctl, "FIONBIO on sockets"),
     (libc::SYS_tgkill, "kicking vCPU threads out of KVM_RUN"),
     (libc::SYS_unlink, "removing the vsock socket at teardown"),
     (libc::SYS_unlinkat, "removing the vsock socket at teardown"),
-    (libc::SYS_openat, "the console log is reopened when it rotates"),
+    (
+        libc::SYS_openat,
+        "the console log is reopened when it rotates",
+    ),
     (libc::SYS_rename, "the console log rotates"),
 ];
 
@@ -156,7 +178,14 @@ mod tests {
                     unsafe { libc::_exit(3) };
                 }
                 // SAFETY: a plain system call the vCPU role must not make.
-                unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, c"/nonexistent-x".as_ptr(), 0) };
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_mkdirat,
+                        libc::AT_FDCWD,
+                        c"/nonexistent-x".as_ptr(),
+                        0,
+                    )
+                };
                 // SAFETY: as above.
                 unsafe { libc::_exit(0) };
             }
