@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole husk test suite:
 #   1. unit tests and host tests (`cargo test --workspace`): device models,
-#      bad input, the VMM with the tiny test guest on this host's /dev/kvm;
+#      bad input, each `husk check` line made to fail, the agent as a host
+#      process, the VMM with the tiny test guest on this host's /dev/kvm;
 #   2. the KVM test host's own self-test;
 #   3. the microVM suite (tests/microvm): real guest kernel and agent,
 #      inside tests/kvm-host unless this host has hardware KVM.
@@ -13,7 +14,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 scripts/setup.sh --no-check
 
 say "unit and host tests"
-cargo build --locked -p husk-runtime --bins
+cargo build --locked -p husk-runtime -p husk-agent --bins
 cargo test --locked --workspace
 
 say "KVM test host self-test"

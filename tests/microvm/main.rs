@@ -39,7 +39,11 @@ fn boot(name: &str, vcpus: u8, memory_mib: u32) -> Booted {
         if let Some(status) = process.try_wait() {
             panic!("VMM ended early ({status})\n{}", process.logs());
         }
-        match connect_hybrid_vsock(&process.paths().vsock, husk_protocol::AGENT_VSOCK_PORT, Duration::from_millis(500)) {
+        match connect_hybrid_vsock(
+            &process.paths().vsock,
+            husk_protocol::AGENT_VSOCK_PORT,
+            Duration::from_millis(500),
+        ) {
             Ok(s) => break s,
             Err(e) if std::time::Instant::now() > deadline => {
                 panic!("no agent: {e:#}\n{}", process.logs())
@@ -47,7 +51,8 @@ fn boot(name: &str, vcpus: u8, memory_mib: u32) -> Booted {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
-    let client = AgentClient::new(stream).unwrap_or_else(|e| panic!("agent client: {e:#}\n{}", process.logs()));
+    let client = AgentClient::new(stream)
+        .unwrap_or_else(|e| panic!("agent client: {e:#}\n{}", process.logs()));
     Booted { process, client }
 }
 
@@ -58,7 +63,11 @@ fn shutdown(mut booted: Booted) {
         .process
         .wait_timeout(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("guest did not reset\n{}", booted.process.logs()));
-    assert!(status.success(), "VMM exit {status}\n{}", booted.process.logs());
+    assert!(
+        status.success(),
+        "VMM exit {status}\n{}",
+        booted.process.logs()
+    );
     let dir = booted.process.paths().dir.clone();
     drop(booted.process);
     assert!(!dir.exists(), "state dir left behind");
@@ -85,10 +94,18 @@ fn assert_seccomp_on_every_thread(pid: u32) {
             .lines()
             .find_map(|l| l.strip_prefix("Seccomp:"))
             .map(str::trim);
-        assert_eq!(mode, Some("2"), "thread {:?} has no seccomp filter", task.file_name());
+        assert_eq!(
+            mode,
+            Some("2"),
+            "thread {:?} has no seccomp filter",
+            task.file_name()
+        );
         threads += 1;
     }
-    assert!(threads >= 2, "expected a VMM and a vCPU thread, saw {threads}");
+    assert!(
+        threads >= 2,
+        "expected a VMM and a vCPU thread, saw {threads}"
+    );
 }
 
 #[test]
@@ -115,7 +132,9 @@ fn husk_check_passes_and_reports_the_boot_time() {
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!stdout.contains("FAIL"), "{}", describe(&out));
     assert!(
-        stdout.lines().any(|l| l.starts_with("boot: ") && l.ends_with("ms from VMM start to agent ready")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("boot: ") && l.ends_with("ms from VMM start to agent ready")),
         "{}",
         describe(&out)
     );

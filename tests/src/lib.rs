@@ -33,6 +33,20 @@ pub fn husk_bin() -> PathBuf {
     bin
 }
 
+/// The `husk-agent` binary for running the agent as a host process:
+/// `$HUSK_AGENT_BIN`, else next to `husk` (built by `cargo build -p husk-agent`).
+pub fn agent_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HUSK_AGENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    let bin = husk_bin().with_file_name("husk-agent");
+    assert!(
+        bin.exists(),
+        "{bin:?} is missing: build it first (cargo build -p husk-agent) or set HUSK_AGENT_BIN"
+    );
+    bin
+}
+
 /// The build cache (`$HUSK_CACHE_DIR` or `~/.cache/husk`).
 pub fn cache_dir() -> PathBuf {
     husk::config::cache_dir()

@@ -36,7 +36,11 @@ fn boots_checks_the_vsock_device_and_resets() {
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(stdout.contains("husk-test-guest: boot ok"), "{}", describe(&out));
+    assert!(
+        stdout.contains("husk-test-guest: boot ok"),
+        "{}",
+        describe(&out)
+    );
     assert!(
         stdout.contains("husk-test-guest: all checks passed"),
         "{}",
@@ -63,7 +67,11 @@ fn a_wrong_device_id_is_reported_by_the_guest() {
     // The guest reset normally, after reporting the failed check.
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("husk-test-guest: FAIL 5"), "{}", describe(&out));
+    assert!(
+        stdout.contains("husk-test-guest: FAIL 5"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -72,9 +80,19 @@ fn without_a_device_the_guest_skips_the_device_checks() {
     let guest = build_test_guest(dir.path());
     let log = dir.path().join("console.log");
     let console = format!("log:{}", log.display());
-    let out = husk(&["boot", "--kernel", guest.to_str().unwrap(), "--console", &console]);
+    let out = husk(&[
+        "boot",
+        "--kernel",
+        guest.to_str().unwrap(),
+        "--console",
+        &console,
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(out.stdout.is_empty(), "console went to stdout: {}", describe(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "console went to stdout: {}",
+        describe(&out)
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("all checks passed"), "{logged}");
 }

@@ -47,8 +47,18 @@ pub fn run(args: CheckArgs, config_path: Option<&Path>) -> anyhow::Result<ExitCo
         Some(path) => format!("from {path:?}"),
         None => "built-in default; set it in /etc/husk/config.toml".into(),
     };
-    let kernel = host_probes::guest_file(&config.kernel, b"\x7fELF", "scripts/setup.sh builds it", &source);
-    let initramfs = host_probes::guest_file(&config.initramfs, b"07070", "scripts/setup.sh builds it", &source);
+    let kernel = host_probes::guest_file(
+        &config.kernel,
+        b"\x7fELF",
+        "scripts/setup.sh builds it",
+        &source,
+    );
+    let initramfs = host_probes::guest_file(
+        &config.initramfs,
+        b"07070",
+        "scripts/setup.sh builds it",
+        &source,
+    );
     all_ok &= report("kernel", &kernel);
     all_ok &= report("initramfs", &initramfs);
 
@@ -57,9 +67,22 @@ pub fn run(args: CheckArgs, config_path: Option<&Path>) -> anyhow::Result<ExitCo
     } else {
         boot_probe::boot_to_agent(&config, Duration::from_secs(args.timeout))
     };
-    all_ok &= report("boot", &boot.as_ref().map(|b| b.detail.clone()).map_err(Clone::clone));
+    all_ok &= report(
+        "boot",
+        &boot
+            .as_ref()
+            .map(|b| b.detail.clone())
+            .map_err(Clone::clone),
+    );
     if let Ok(b) = &boot {
-        println!("boot: {} ms from VMM start to agent ready", b.agent_ready.as_millis());
+        println!(
+            "boot: {} ms from VMM start to agent ready",
+            b.agent_ready.as_millis()
+        );
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -89,7 +89,12 @@ impl VmProcess {
     /// Starts `husk_bin vmm` for `config` with its sockets and logs in a
     /// new state directory `dir`. The config's console and vsock are set
     /// to files in `dir`.
-    pub fn spawn(husk_bin: &Path, mut config: VmConfig, dir: &Path, guest_cid: u64) -> Result<Self, SpawnVmError> {
+    pub fn spawn(
+        husk_bin: &Path,
+        mut config: VmConfig,
+        dir: &Path,
+        guest_cid: u64,
+    ) -> Result<Self, SpawnVmError> {
         let paths = VmProcessPaths::new(dir);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -157,7 +162,9 @@ impl VmProcess {
 
     /// The VMM's exit status if it has ended.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the VMM to end by itself.

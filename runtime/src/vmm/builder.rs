@@ -238,8 +238,13 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
     }
     linux_loader::loader::load_cmdline(&mem, GuestAddress(layout::CMDLINE_START), &cmdline)
         .map_err(BuildVmError::CmdlineLoad)?;
-    let start_info = arch::configure_system(&mem, GuestAddress(layout::CMDLINE_START), initramfs, config.vcpus)
-        .map_err(BuildVmError::ConfigureSystem)?;
+    let start_info = arch::configure_system(
+        &mem,
+        GuestAddress(layout::CMDLINE_START),
+        initramfs,
+        config.vcpus,
+    )
+    .map_err(BuildVmError::ConfigureSystem)?;
 
     let cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -301,11 +306,16 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &PathBuf) -> Result<GuestAddress, Bu
         path: path.clone(),
         source,
     })?;
-    let loaded = Elf::load(mem, None, &mut file, Some(GuestAddress(layout::HIMEM_START)))
-        .map_err(|source| BuildVmError::KernelLoad {
-            path: path.clone(),
-            source,
-        })?;
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut file,
+        Some(GuestAddress(layout::HIMEM_START)),
+    )
+    .map_err(|source| BuildVmError::KernelLoad {
+        path: path.clone(),
+        source,
+    })?;
     match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(entry) => Ok(entry),
         _ => Err(BuildVmError::NoPvhEntry(path.clone())),
@@ -375,7 +385,11 @@ impl VirtioSlots {
                 .map_err(kvm_err("register a virtio queue ioeventfd"))?;
         }
         mmio_bus
-            .insert(Arc::new(Mutex::new(transport)), base, layout::VIRTIO_MMIO_SIZE)
+            .insert(
+                Arc::new(Mutex::new(transport)),
+                base,
+                layout::VIRTIO_MMIO_SIZE,
+            )
             .map_err(BuildVmError::Bus)?;
         cmdline
             .add_virtio_mmio_device(layout::VIRTIO_MMIO_SIZE, GuestAddress(base), irq, None)

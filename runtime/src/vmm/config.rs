@@ -130,7 +130,7 @@ pub enum VmConfigError {
     #[error("vsock socket {0:?} already exists")]
     VsockPathExists(PathBuf),
     /// The guest CID is reserved.
-    #[error("vsock guest_cid = {0}: CIDs below {MIN_GUEST_CID} are reserved")]
+    #[error("vsock guest_cid = {0}: CIDs below {MIN_GUEST_CID} and 4294967295 (any) are reserved")]
     GuestCid(u64),
     /// The extra command line holds a NUL byte.
     #[error("cmdline holds a NUL byte")]
@@ -177,7 +177,7 @@ impl VmConfig {
             return Err(VmConfigError::CmdlineNul);
         }
         if let Some(vsock) = &self.vsock {
-            if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid > u64::from(u32::MAX) {
+            if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid >= u64::from(u32::MAX) {
                 return Err(VmConfigError::GuestCid(vsock.guest_cid));
             }
             if vsock.uds_path.symlink_metadata().is_ok() {
@@ -257,10 +257,8 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields() {
-        let err = VmConfig::from_json(
-            r#"{"vcpus":1,"memory_mib":128,"kernel":"/k","bogus":1}"#,
-        )
-        .unwrap_err();
+        let err = VmConfig::from_json(r#"{"vcpus":1,"memory_mib":128,"kernel":"/k","bogus":1}"#)
+            .unwrap_err();
         assert!(format!("{:?}", err).contains("bogus"), "{err:?}");
     }
 

@@ -95,7 +95,10 @@ mod tests {
         log.write_all(b"bbbbbbbb").unwrap();
         log.write_all(b"cccc").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"cccc");
-        assert_eq!(std::fs::read(dir.path().join("console.log.1")).unwrap(), b"bbbbbbbb");
+        assert_eq!(
+            std::fs::read(dir.path().join("console.log.1")).unwrap(),
+            b"bbbbbbbb"
+        );
         assert_eq!(console_log_tail(&path, 6), "bbcccc");
         assert_eq!(console_log_tail(&dir.path().join("none"), 6), "");
     }

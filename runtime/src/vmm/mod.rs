@@ -65,7 +65,9 @@ impl From<VcpuEvent> for VmExit {
         match event {
             VcpuEvent::GuestReset => VmExit::GuestReset,
             VcpuEvent::TripleFault { .. } => VmExit::TripleFault,
-            VcpuEvent::Error { vcpu, reason } => VmExit::VcpuError(format!("vCPU {vcpu}: {reason}")),
+            VcpuEvent::Error { vcpu, reason } => {
+                VmExit::VcpuError(format!("vCPU {vcpu}: {reason}"))
+            }
         }
     }
 }

@@ -107,7 +107,14 @@ mod tests {
 
     #[test]
     fn tells_each_vcpu_its_apic_id_and_the_topology() {
-        let entries = [leaf(1, 0), leaf(4, 0), leaf(0xa, 0), leaf(0xb, 0), leaf(0xb, 1), leaf(0xb, 2)];
+        let entries = [
+            leaf(1, 0),
+            leaf(4, 0),
+            leaf(0xa, 0),
+            leaf(0xb, 0),
+            leaf(0xb, 1),
+            leaf(0xb, 2),
+        ];
         let mut cpuid = CpuId::from_entries(&entries).unwrap();
         patch_cpuid(&mut cpuid, 3, 4);
         let l1 = find(&cpuid, 1, 0);

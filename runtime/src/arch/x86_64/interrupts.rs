@@ -45,9 +45,17 @@ pub fn set_lint(vcpu: &VcpuFd) -> Result<(), LapicError> {
         source,
     })?;
     let lvt0 = read_reg(&state, APIC_LVT0);
-    write_reg(&mut state, APIC_LVT0, with_delivery_mode(lvt0, DELIVERY_EXTINT));
+    write_reg(
+        &mut state,
+        APIC_LVT0,
+        with_delivery_mode(lvt0, DELIVERY_EXTINT),
+    );
     let lvt1 = read_reg(&state, APIC_LVT1);
-    write_reg(&mut state, APIC_LVT1, with_delivery_mode(lvt1, DELIVERY_NMI));
+    write_reg(
+        &mut state,
+        APIC_LVT1,
+        with_delivery_mode(lvt1, DELIVERY_NMI),
+    );
     vcpu.set_lapic(&state).map_err(|source| LapicError {
         what: "write",
         source,
@@ -64,6 +72,9 @@ mod tests {
         write_reg(&mut state, APIC_LVT0, 0x0001_0700);
         assert_eq!(read_reg(&state, APIC_LVT0), 0x0001_0700);
         assert_eq!(with_delivery_mode(0x0001_0700, DELIVERY_NMI), 0x0001_0400);
-        assert_eq!(with_delivery_mode(0x0001_0000, DELIVERY_EXTINT), 0x0001_0700);
+        assert_eq!(
+            with_delivery_mode(0x0001_0000, DELIVERY_EXTINT),
+            0x0001_0700
+        );
     }
 }

@@ -30,7 +30,10 @@ pub fn arch_memory_regions(mem_size: u64) -> Vec<(GuestAddress, usize)> {
     } else {
         vec![
             (GuestAddress(0), MMIO_GAP_START as usize),
-            (GuestAddress(MMIO_GAP_END), (mem_size - MMIO_GAP_START) as usize),
+            (
+                GuestAddress(MMIO_GAP_END),
+                (mem_size - MMIO_GAP_START) as usize,
+            ),
         ]
     }
 }
@@ -57,7 +60,8 @@ pub fn setup_vm(vm: &VmFd) -> Result<(), SetupVmError> {
         .map_err(err("set the TSS address"))?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
         .map_err(err("set the identity map address"))?;
-    vm.create_irq_chip().map_err(err("create the interrupt controllers"))?;
+    vm.create_irq_chip()
+        .map_err(err("create the interrupt controllers"))?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()

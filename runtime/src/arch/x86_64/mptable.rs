@@ -73,7 +73,16 @@ pub fn build_mptable(base: u64, num_cpus: u8) -> Result<Vec<u8>, MptableError> {
     count += 1;
     for pin in 0..IOAPIC_PINS {
         // ISA IRQ n arrives on IOAPIC pin n, polarity and trigger as the bus says.
-        entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT, 0, 0, 0, pin, ioapic_id, pin]);
+        entries.extend_from_slice(&[
+            ENTRY_IO_INTERRUPT,
+            INT_TYPE_INT,
+            0,
+            0,
+            0,
+            pin,
+            ioapic_id,
+            pin,
+        ]);
         count += 1;
     }
     // LINT0 of every local APIC: the legacy PIC (ExtINT); LINT1: NMI.

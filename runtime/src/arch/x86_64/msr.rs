@@ -36,7 +36,11 @@ const BOOT_MSRS: &[(u32, u64, &str)] = &[
     (0xc000_0102, 0, "KERNEL_GS_BASE"),
     (0x10, 0, "IA32_TSC"),
     (0x1a0, 1, "IA32_MISC_ENABLE: fast strings"),
-    (0x2ff, (1 << 11) | 6, "MTRR default type: MTRRs on, write-back"),
+    (
+        0x2ff,
+        (1 << 11) | 6,
+        "MTRR default type: MTRRs on, write-back",
+    ),
 ];
 
 /// The boot MSRs as KVM takes them.

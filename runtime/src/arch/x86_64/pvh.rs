@@ -3,7 +3,9 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::layout::{BASE_MEMORY_END, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START, PVH_INFO_START};
+use super::layout::{
+    BASE_MEMORY_END, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START, PVH_INFO_START,
+};
 
 /// `hvm_start_info.magic`.
 pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
@@ -116,14 +118,22 @@ mod tests {
         assert_eq!(small[2], (HIMEM_START, (128 << 20) - HIMEM_START, E820_RAM));
         assert_eq!(small.len(), 3);
         let big = e820_map(&mem(4 << 30)).unwrap();
-        assert_eq!(big[2], (HIMEM_START, MMIO_GAP_START - HIMEM_START, E820_RAM));
+        assert_eq!(
+            big[2],
+            (HIMEM_START, MMIO_GAP_START - HIMEM_START, E820_RAM)
+        );
         assert_eq!(big[3], (MMIO_GAP_END, 1 << 30, E820_RAM));
     }
 
     #[test]
     fn start_info_points_at_cmdline_module_and_map() {
         let m = mem(64 << 20);
-        let at = write_start_info(&m, GuestAddress(0x20000), Some((GuestAddress(0x300_0000), 1234))).unwrap();
+        let at = write_start_info(
+            &m,
+            GuestAddress(0x20000),
+            Some((GuestAddress(0x300_0000), 1234)),
+        )
+        .unwrap();
         let read32 = |a: u64| m.read_obj::<u32>(GuestAddress(a)).unwrap();
         let read64 = |a: u64| m.read_obj::<u64>(GuestAddress(a)).unwrap();
         assert_eq!(read32(at.0), XEN_HVM_START_MAGIC);

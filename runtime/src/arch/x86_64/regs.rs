@@ -85,7 +85,11 @@ pub fn segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {
 }
 
 /// General registers: `rip` at the entry, `rbx` at the start info.
-pub fn setup_regs(vcpu: &VcpuFd, entry: GuestAddress, start_info: GuestAddress) -> Result<(), RegsError> {
+pub fn setup_regs(
+    vcpu: &VcpuFd,
+    entry: GuestAddress,
+    start_info: GuestAddress,
+) -> Result<(), RegsError> {
     let regs = kvm_regs {
         rflags: 0x2,
         rip: entry.0,
@@ -148,7 +152,10 @@ mod tests {
         assert_eq!(BOOT_GDT[2], 0x00cf_9300_0000_ffff);
         let code = segment_from_gdt(BOOT_GDT[1], CODE_SELECTOR);
         assert_eq!((code.base, code.limit, code.type_), (0, 0xffff_ffff, 0xb));
-        assert_eq!((code.present, code.db, code.s, code.l, code.g), (1, 1, 1, 0, 1));
+        assert_eq!(
+            (code.present, code.db, code.s, code.l, code.g),
+            (1, 1, 1, 0, 1)
+        );
         let tss = segment_from_gdt(BOOT_GDT[3], TSS_SELECTOR);
         assert_eq!((tss.limit, tss.type_, tss.s, tss.g), (0x67, 0xb, 0, 0));
         let null = segment_from_gdt(0, 0);

@@ -24,7 +24,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Boots the probe VM and returns its timings, or why it failed (with the
 /// end of the console and VMM logs).
 pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResult, String> {
-    let husk_bin = std::env::current_exe().map_err(|e| format!("cannot find the husk binary: {e}"))?;
+    let husk_bin =
+        std::env::current_exe().map_err(|e| format!("cannot find the husk binary: {e}"))?;
     let dir = config
         .state_dir
         .join(format!("check-{}", std::process::id()));
@@ -41,15 +42,23 @@ pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResul
         vsock: None,
         seccomp: config.seccomp,
     };
-    let mut process = VmProcess::spawn(&husk_bin, vm, &dir, PROBE_CID).map_err(|e| format!("{e:#}"))?;
+    let mut process =
+        VmProcess::spawn(&husk_bin, vm, &dir, PROBE_CID).map_err(|e| format!("{e:#}"))?;
     let fail = |process: &VmProcess, why: String| format!("{why}\n{}", process.logs());
 
     let deadline = Instant::now() + timeout;
     let stream = loop {
         if let Some(status) = process.try_wait() {
-            return Err(fail(&process, format!("the VMM ended before the agent answered ({status})")));
+            return Err(fail(
+                &process,
+                format!("the VMM ended before the agent answered ({status})"),
+            ));
         }
-        match connect_hybrid_vsock(&process.paths().vsock, husk_protocol::AGENT_VSOCK_PORT, Duration::from_millis(500)) {
+        match connect_hybrid_vsock(
+            &process.paths().vsock,
+            husk_protocol::AGENT_VSOCK_PORT,
+            Duration::from_millis(500),
+        ) {
             Ok(stream) => break stream,
             Err(e) if Instant::now() >= deadline => {
                 return Err(fail(&process, format!("no agent after {timeout:?}: {e:#}")));
@@ -68,8 +77,18 @@ pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResul
     drop(client);
     match process.wait_timeout(SHUTDOWN_TIMEOUT) {
         Some(status) if status.success() => {}
-        Some(status) => return Err(fail(&process, format!("the VMM ended with {status} after shutdown"))),
-        None => return Err(fail(&process, format!("the guest did not reset within {SHUTDOWN_TIMEOUT:?} of shutdown"))),
+        Some(status) => {
+            return Err(fail(
+                &process,
+                format!("the VMM ended with {status} after shutdown"),
+            ))
+        }
+        None => {
+            return Err(fail(
+                &process,
+                format!("the guest did not reset within {SHUTDOWN_TIMEOUT:?} of shutdown"),
+            ))
+        }
     }
     Ok(BootResult {
         detail: format!("1 vCPU, 128 MiB, agent {version}"),

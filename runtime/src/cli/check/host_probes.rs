@@ -12,11 +12,21 @@ pub fn kvm() -> Probe {
         format!("cannot open /dev/kvm ({e}): load kvm_intel or kvm_amd and run husk as root (or in the kvm group)")
     })?;
     let version = kvm.get_api_version();
-    if version != 12 {
-        return Err(format!("/dev/kvm speaks KVM API {version}, husk needs 12: update the host kernel"));
+    if version < 0 {
+        return Err(
+            "/dev/kvm does not answer KVM ioctls (it is not the KVM device): \
+             load kvm_intel or kvm_amd and let udev create /dev/kvm"
+                .into(),
+        );
     }
-    kvm.create_vm()
-        .map_err(|e| format!("/dev/kvm cannot create a VM ({e}): is another hypervisor holding VT-x/AMD-V?"))?;
+    if version != 12 {
+        return Err(format!(
+            "/dev/kvm speaks KVM API {version}, husk needs 12: update the host kernel"
+        ));
+    }
+    kvm.create_vm().map_err(|e| {
+        format!("/dev/kvm cannot create a VM ({e}): is another hypervisor holding VT-x/AMD-V?")
+    })?;
     Ok("/dev/kvm, API 12".into())
 }
 
@@ -94,7 +104,9 @@ pub fn cgroups() -> Probe {
         (true, Some(at)) => Ok(format!("v2 at {at}")),
         (false, Some(at)) => Ok(format!("hybrid: v1 {} + v2 at {at}", v1.join(","))),
         (false, None) => Ok(format!("v1 {}", v1.join(","))),
-        (true, None) => Err("no cgroup file system is mounted under /sys/fs/cgroup: mount cgroup2 there".into()),
+        (true, None) => {
+            Err("no cgroup file system is mounted under /sys/fs/cgroup: mount cgroup2 there".into())
+        }
     }
 }
 
@@ -103,8 +115,13 @@ pub fn guest_file(path: &Path, magic: &[u8], how_to_build: &str, source: &str) -
     let mut head = vec![0u8; magic.len()];
     let read = File::open(path).and_then(|mut f| f.read_exact(&mut head));
     match read {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(format!(
+            "{path:?} ({source}) is too short to be one; {how_to_build}"
+        )),
         Err(e) => Err(format!("{path:?} ({source}): {e}; {how_to_build}")),
-        Ok(()) if head != magic => Err(format!("{path:?} ({source}) has the wrong format; {how_to_build}")),
+        Ok(()) if head != magic => Err(format!(
+            "{path:?} ({source}) has the wrong format; {how_to_build}"
+        )),
         Ok(()) => Ok(format!("{}", path.display())),
     }
 }

@@ -125,7 +125,8 @@ impl MmioTransport {
         let mut queues = Vec::with_capacity(sizes.len());
         let mut queue_evts = Vec::with_capacity(sizes.len());
         for (index, size) in sizes.into_iter().enumerate() {
-            queues.push(Queue::new(size).map_err(|_| MmioTransportError::QueueSize { index, size })?);
+            queues
+                .push(Queue::new(size).map_err(|_| MmioTransportError::QueueSize { index, size })?);
             queue_evts.push(EventFd::new(EFD_NONBLOCK).map_err(MmioTransportError::EventFd)?);
         }
         Ok(Self {
@@ -194,10 +195,15 @@ impl MmioTransport {
             reg::INTERRUPT_STATUS => self.interrupt.status(),
             reg::STATUS => self.status,
             // No shared memory regions: length and base read as all ones.
-            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => u32::MAX,
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
+                u32::MAX
+            }
             reg::CONFIG_GENERATION => 0,
             _ => {
-                log::warn!("virtio-mmio {}: read of write-only or unknown register {offset:#x}", self.device_id);
+                log::warn!(
+                    "virtio-mmio {}: read of write-only or unknown register {offset:#x}",
+                    self.device_id
+                );
                 0
             }
         }
@@ -209,11 +215,17 @@ impl MmioTransport {
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             reg::DRIVER_FEATURES => {
                 if self.status & (DRIVER | FEATURES_OK) != DRIVER {
-                    log::warn!("virtio-mmio {}: feature write outside negotiation", self.device_id);
+                    log::warn!(
+                        "virtio-mmio {}: feature write outside negotiation",
+                        self.device_id
+                    );
                     return;
                 }
                 match self.driver_features_sel {
-                    0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value),
+                    0 => {
+                        self.driver_features =
+                            (self.driver_features & !0xffff_ffff) | u64::from(value)
+                    }
                     1 => {
                         self.driver_features =
                             (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
@@ -224,11 +236,21 @@ impl MmioTransport {
             reg::QUEUE_SEL => self.queue_sel = value,
             reg::QUEUE_NUM => self.with_queue(|q| q.set_size(value as u16)),
             reg::QUEUE_DESC_LOW => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
-            reg::QUEUE_DESC_HIGH => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
-            reg::QUEUE_DRIVER_LOW => self.with_queue(|q| q.set_avail_ring_address(Some(value), None)),
-            reg::QUEUE_DRIVER_HIGH => self.with_queue(|q| q.set_avail_ring_address(None, Some(value))),
-            reg::QUEUE_DEVICE_LOW => self.with_queue(|q| q.set_used_ring_address(Some(value), None)),
-            reg::QUEUE_DEVICE_HIGH => self.with_queue(|q| q.set_used_ring_address(None, Some(value))),
+            reg::QUEUE_DESC_HIGH => {
+                self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
+            }
+            reg::QUEUE_DRIVER_LOW => {
+                self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
+            }
+            reg::QUEUE_DRIVER_HIGH => {
+                self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
+            }
+            reg::QUEUE_DEVICE_LOW => {
+                self.with_queue(|q| q.set_used_ring_address(Some(value), None))
+            }
+            reg::QUEUE_DEVICE_HIGH => {
+                self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
+            }
             reg::QUEUE_READY => {
                 let phase = self.status & (FEATURES_OK | DRIVER_OK | FAILED) == FEATURES_OK;
                 match self.selected_queue() {
@@ -247,7 +269,10 @@ impl MmioTransport {
             reg::INTERRUPT_ACK => self.interrupt.ack(value),
             reg::STATUS => self.write_status(value),
             reg::SHM_SEL => {}
-            _ => log::warn!("virtio-mmio {}: write of read-only or unknown register {offset:#x}", self.device_id),
+            _ => log::warn!(
+                "virtio-mmio {}: write of read-only or unknown register {offset:#x}",
+                self.device_id
+            ),
         }
     }
 
@@ -257,7 +282,10 @@ impl MmioTransport {
                 f(q);
             }
         } else {
-            log::warn!("virtio-mmio {}: queue register write out of place", self.device_id);
+            log::warn!(
+                "virtio-mmio {}: queue register write out of place",
+                self.device_id
+            );
         }
     }
 
@@ -270,7 +298,11 @@ impl MmioTransport {
         }
         let added = value & !self.status;
         if value & self.status != self.status {
-            log::warn!("virtio-mmio {}: status {value:#x} clears bits of {:#x}", self.device_id, self.status);
+            log::warn!(
+                "virtio-mmio {}: status {value:#x} clears bits of {:#x}",
+                self.device_id,
+                self.status
+            );
             return;
         }
         if added & FAILED != 0 {
@@ -285,13 +317,18 @@ impl MmioTransport {
             _ => 0,
         };
         if added != expected {
-            log::warn!("virtio-mmio {}: status step {added:#x} out of order", self.device_id);
+            log::warn!(
+                "virtio-mmio {}: status step {added:#x} out of order",
+                self.device_id
+            );
             return;
         }
         match added {
             FEATURES_OK => {
                 let offered = lock(&self.device).avail_features();
-                if self.driver_features & !offered != 0 || self.driver_features & VIRTIO_F_VERSION_1 == 0 {
+                if self.driver_features & !offered != 0
+                    || self.driver_features & VIRTIO_F_VERSION_1 == 0
+                {
                     // Leave FEATURES_OK unset: the driver reads it back and gives up.
                     log::warn!(
                         "virtio-mmio {}: driver features {:#x} not acceptable (offered {offered:#x})",
@@ -324,7 +361,10 @@ impl MmioTransport {
             match evt.try_clone() {
                 Ok(e) => queue_evts.push(e),
                 Err(e) => {
-                    log::error!("virtio-mmio {}: cannot clone a queue event: {e}", self.device_id);
+                    log::error!(
+                        "virtio-mmio {}: cannot clone a queue event: {e}",
+                        self.device_id
+                    );
                     self.status |= DEVICE_NEEDS_RESET;
                     return;
                 }
@@ -387,7 +427,11 @@ impl BusDevice for MmioTransport {
         match <&mut [u8; 4]>::try_from(&mut *data) {
             Ok(word) => *word = self.read_register(offset).to_le_bytes(),
             Err(_) => {
-                log::warn!("virtio-mmio {}: {}-byte register read at {offset:#x}", self.device_id, data.len());
+                log::warn!(
+                    "virtio-mmio {}: {}-byte register read at {offset:#x}",
+                    self.device_id,
+                    data.len()
+                );
                 data.fill(0);
             }
         }
@@ -400,7 +444,11 @@ impl BusDevice for MmioTransport {
         }
         match <[u8; 4]>::try_from(data) {
             Ok(word) => self.write_register(offset, u32::from_le_bytes(word)),
-            Err(_) => log::warn!("virtio-mmio {}: {}-byte register write at {offset:#x}", self.device_id, data.len()),
+            Err(_) => log::warn!(
+                "virtio-mmio {}: {}-byte register write at {offset:#x}",
+                self.device_id,
+                data.len()
+            ),
         }
     }
 }

@@ -114,7 +114,11 @@ fn full_negotiation_activates_the_device_and_reset_undoes_it() {
     assert_eq!(r(&mut t, reg::STATUS) & FEATURES_OK, FEATURES_OK);
     assert_eq!(dev.lock().unwrap().acked, VIRTIO_F_VERSION_1 | 1);
     setup_queues(&mut t);
-    w(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    w(
+        &mut t,
+        reg::STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
     assert_eq!(dev.lock().unwrap().activated, Some(2));
     assert_eq!(r(&mut t, reg::STATUS) & DEVICE_NEEDS_RESET, 0);
 
@@ -143,7 +147,11 @@ fn refuses_features_not_offered_or_without_version_1() {
 #[test]
 fn out_of_order_status_and_queue_writes_are_ignored() {
     let (mut t, dev) = transport();
-    w(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    w(
+        &mut t,
+        reg::STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
     assert_eq!(r(&mut t, reg::STATUS), 0);
     // Queue setup before FEATURES_OK does nothing.
     w(&mut t, reg::QUEUE_NUM, 8);
@@ -155,7 +163,11 @@ fn out_of_order_status_and_queue_writes_are_ignored() {
     // DRIVER_OK with invalid (unset) queues: the device is not activated.
     w(&mut t, reg::QUEUE_SEL, 0);
     negotiate(&mut t, VIRTIO_F_VERSION_1);
-    w(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    w(
+        &mut t,
+        reg::STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
     assert!(dev.lock().unwrap().activated.is_none());
     assert_ne!(r(&mut t, reg::STATUS) & DEVICE_NEEDS_RESET, 0);
 }

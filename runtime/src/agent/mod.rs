@@ -1,0 +1,332 @@
+//! The host side of the agent API: the hybrid-vsock handshake and a typed
+//! ttrpc client.
+//!
+//! A host process reaches the guest agent through the VMM's vsock Unix
+//! socket: it connects, writes `CONNECT <port>\n`, and reads `OK <port>\n`
+//! once the guest accepted. The bytes after that line belong to the guest,
+//! so the reply is read one byte at a time before the socket is handed to
+//! ttrpc.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use husk_protocol::agent::{
+    Empty, GuestDetailsResponse, HealthResponse, ShutdownRequest, VersionRequest,
+};
+use husk_protocol::agent_ttrpc::AgentClient as TtrpcAgentClient;
+use husk_protocol::API_VERSION;
+
+/// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
+const MAX_REPLY: usize = 32;
+/// Timeout of each agent call unless the caller sets another.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the hybrid-vsock handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectAgentError {
+    /// The VMM's socket is not there or refuses connections.
+    #[error("cannot connect to the VMM's vsock socket {path:?}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake could not be written or read.
+    #[error("vsock handshake on {path:?}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM closed the connection: nobody listens on that guest port (yet).
+    #[error("guest port {port} refused the connection (is the agent up?)")]
+    Refused {
+        /// The guest port.
+        port: u32,
+    },
+    /// The VMM answered something other than `OK <port>`.
+    #[error("unexpected vsock handshake reply {0:?}")]
+    BadReply(String),
+}
+
+/// Connects to guest `port` through the hybrid-vsock socket at `path`.
+/// `timeout` bounds the handshake; the returned stream has no timeout.
+pub fn connect_hybrid_vsock(
+    path: &Path,
+    port: u32,
+    timeout: Duration,
+) -> Result<UnixStream, ConnectAgentError> {
+    let io_err = |source| ConnectAgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|source| ConnectAgentError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .map_err(io_err)?;
+    let reply = read_reply_line(&mut stream, port).map_err(|e| match e {
+        ReplyError::Io(source) => io_err(source),
+        ReplyError::Closed => ConnectAgentError::Refused { port },
+        ReplyError::Bad(line) => ConnectAgentError::BadReply(line),
+    })?;
+    parse_ok_reply(&reply).ok_or(ConnectAgentError::BadReply(reply))?;
+    stream.set_read_timeout(None).map_err(io_err)?;
+    stream.set_write_timeout(None).map_err(io_err)?;
+    Ok(stream)
+}
+
+enum ReplyError {
+    Io(std::io::Error),
+    Closed,
+    Bad(String),
+}
+
+/// Reads up to and including `\n`, one byte at a time.
+fn read_reply_line(stream: &mut impl Read, _port: u32) -> Result<String, ReplyError> {
+    let mut line = Vec::with_capacity(MAX_REPLY);
+    loop {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) if line.is_empty() => return Err(ReplyError::Closed),
+            Ok(0) => return Err(ReplyError::Bad(String::from_utf8_lossy(&line).into_owned())),
+            Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+            Ok(_) => {
+                line.push(byte[0]);
+                if line.len() > MAX_REPLY {
+                    return Err(ReplyError::Bad(String::from_utf8_lossy(&line).into_owned()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(ReplyError::Closed)
+            }
+            Err(e) => return Err(ReplyError::Io(e)),
+        }
+    }
+}
+
+/// The host port of an `OK <port>` reply.
+fn parse_ok_reply(line: &str) -> Option<u32> {
+    line.strip_prefix("OK ")?.parse().ok()
+}
+
+/// Why an agent call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCallError {
+    /// The ttrpc client could not be set up on the connection.
+    #[error("cannot start the agent client")]
+    Client(#[source] ttrpc::Error),
+    /// The call failed or the agent answered with an error.
+    #[error("agent call {call}")]
+    Call {
+        /// The method.
+        call: &'static str,
+        /// ttrpc's error (transport or the agent's status).
+        #[source]
+        source: ttrpc::Error,
+    },
+    /// The agent speaks another API version.
+    #[error(
+        "the guest agent speaks API version {agent} (agent {agent_version}), this husk speaks {API_VERSION}: \
+         rebuild the initramfs with this husk (scripts/setup.sh)"
+    )]
+    ApiMismatch {
+        /// The agent's API version.
+        agent: u32,
+        /// The agent's build version.
+        agent_version: String,
+    },
+}
+
+/// The agent's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentVersion {
+    /// API version.
+    pub api: u32,
+    /// Build version of the agent.
+    pub agent: String,
+}
+
+impl fmt::Display for AgentVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (API {})", self.agent, self.api)
+    }
+}
+
+/// A connected agent.
+pub struct AgentClient {
+    client: TtrpcAgentClient,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl AgentClient {
+    /// A client over a connected stream (from [`connect_hybrid_vsock`], or
+    /// a Unix socket of an agent running as a host process).
+    pub fn new(stream: UnixStream) -> Result<Self, AgentCallError> {
+        let client = ttrpc::Client::new(stream.into_raw_fd()).map_err(AgentCallError::Client)?;
+        Ok(Self {
+            client: TtrpcAgentClient::new(client),
+            timeout: DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
+    /// Sets the timeout of each call.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn ctx(&self) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(self.timeout.as_nanos().min(i64::MAX as u128) as i64)
+    }
+
+    /// Asks the agent's version and refuses an agent of another API.
+    pub fn version(&self) -> Result<AgentVersion, AgentCallError> {
+        let req = VersionRequest {
+            api_version: API_VERSION,
+            ..Default::default()
+        };
+        let resp =
+            self.client
+                .version(self.ctx(), &req)
+                .map_err(|source| AgentCallError::Call {
+                    call: "Version",
+                    source,
+                })?;
+        if resp.api_version != API_VERSION {
+            return Err(AgentCallError::ApiMismatch {
+                agent: resp.api_version,
+                agent_version: resp.agent_version,
+            });
+        }
+        Ok(AgentVersion {
+            api: resp.api_version,
+            agent: resp.agent_version,
+        })
+    }
+
+    /// Liveness check.
+    pub fn health(&self) -> Result<HealthResponse, AgentCallError> {
+        self.client
+            .health(self.ctx(), &Empty::new())
+            .map_err(|source| AgentCallError::Call {
+                call: "Health",
+                source,
+            })
+    }
+
+    /// What the guest looks like.
+    pub fn guest_details(&self) -> Result<GuestDetailsResponse, AgentCallError> {
+        self.client
+            .guest_details(self.ctx(), &Empty::new())
+            .map_err(|source| AgentCallError::Call {
+                call: "GuestDetails",
+                source,
+            })
+    }
+
+    /// Asks the guest to end. The agent answers before it resets the
+    /// guest; the VMM process exits soon after.
+    pub fn shutdown(&self) -> Result<(), AgentCallError> {
+        self.client
+            .shutdown(self.ctx(), &ShutdownRequest::new())
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "Shutdown",
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ok_reply() {
+        assert_eq!(parse_ok_reply("OK 1073741824"), Some(1 << 30));
+        assert_eq!(parse_ok_reply("OK"), None);
+        assert_eq!(parse_ok_reply("ok 5"), None);
+        assert_eq!(parse_ok_reply("OK -1"), None);
+    }
+
+    #[test]
+    fn reads_exactly_one_line_and_leaves_the_rest() {
+        let mut input: &[u8] = b"OK 7\nguest bytes";
+        assert_eq!(
+            read_reply_line(&mut input, 1).ok(),
+            Some("OK 7".to_string())
+        );
+        assert_eq!(input, b"guest bytes");
+    }
+
+    #[test]
+    fn a_closed_or_overlong_reply_is_an_error() {
+        let mut empty: &[u8] = b"";
+        assert!(matches!(
+            read_reply_line(&mut empty, 1),
+            Err(ReplyError::Closed)
+        ));
+        let mut partial: &[u8] = b"OK 1";
+        assert!(matches!(
+            read_reply_line(&mut partial, 1),
+            Err(ReplyError::Bad(_))
+        ));
+        let long = vec![b'x'; 100];
+        assert!(matches!(
+            read_reply_line(&mut long.as_slice(), 1),
+            Err(ReplyError::Bad(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_socket_names_its_path() {
+        let err = connect_hybrid_vsock(
+            Path::new("/nonexistent/v.sock"),
+            1024,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/v.sock"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_port_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 16];
+            let n = conn.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"CONNECT 1024\n");
+            // Closing without OK: the guest refused.
+        });
+        let err = connect_hybrid_vsock(&path, 1024, Duration::from_secs(5)).unwrap_err();
+        server.join().unwrap();
+        assert!(
+            matches!(err, ConnectAgentError::Refused { port: 1024 }),
+            "{err}"
+        );
+    }
+}
