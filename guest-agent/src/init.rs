@@ -23,9 +23,27 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 
 /// The guest's own mounts, in order (each target's parent exists by then).
 const BASE_MOUNTS: &[BaseMount] = &[
-    BaseMount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
-    BaseMount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
-    BaseMount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+    BaseMount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
+    BaseMount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
+    BaseMount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        data: Some("mode=0755"),
+    },
     BaseMount {
         source: "devpts",
         target: "/dev/pts",
@@ -33,10 +51,34 @@ const BASE_MOUNTS: &[BaseMount] = &[
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
         data: Some("newinstance,ptmxmode=0666,mode=0620"),
     },
-    BaseMount { source: "shm", target: "/dev/shm", fstype: "tmpfs", flags: NOSUID_NODEV_NOEXEC, data: Some("mode=1777") },
-    BaseMount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=1777") },
-    BaseMount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), data: Some("mode=0755") },
-    BaseMount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: Some("nsdelegate") },
+    BaseMount {
+        source: "shm",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: Some("mode=1777"),
+    },
+    BaseMount {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=1777"),
+    },
+    BaseMount {
+        source: "tmpfs",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: Some("mode=0755"),
+    },
+    BaseMount {
+        source: "cgroup2",
+        target: "/sys/fs/cgroup",
+        fstype: "cgroup2",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: Some("nsdelegate"),
+    },
 ];
 
 /// Why the guest could not be set up.

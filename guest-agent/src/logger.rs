@@ -23,7 +23,11 @@ impl Log for Logger {
         }
         match KMSG.get() {
             Some(kmsg) => {
-                let line = format!("<{}>husk-agent: {}\n", syslog_priority(record.level()), record.args());
+                let line = format!(
+                    "<{}>husk-agent: {}\n",
+                    syslog_priority(record.level()),
+                    record.args()
+                );
                 let mut f = kmsg.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = f.write_all(line.as_bytes());
             }
@@ -47,7 +51,11 @@ fn syslog_priority(level: Level) -> u8 {
 /// Installs the logger: info and up in the guest, debug on the host.
 pub fn init(in_guest: bool) {
     if log::set_logger(&Logger).is_ok() {
-        log::set_max_level(if in_guest { LevelFilter::Info } else { LevelFilter::Debug });
+        log::set_max_level(if in_guest {
+            LevelFilter::Info
+        } else {
+            LevelFilter::Debug
+        });
     }
 }
 

@@ -30,11 +30,17 @@ fn parse_args(args: &[String], pid: u32) -> Result<Mode, String> {
     match args {
         [] if pid == 1 => Ok(Mode::Guest),
         [] => Err("not PID 1: pass --listen unix:///PATH to run on the host".into()),
-        [flag, addr] if flag == "--listen" && addr.starts_with("unix://") => Ok(Mode::Host { addr: addr.clone() }),
-        [flag, addr] if flag == "--listen" => Err(format!("--listen {addr:?}: expected unix:///PATH")),
+        [flag, addr] if flag == "--listen" && addr.starts_with("unix://") => {
+            Ok(Mode::Host { addr: addr.clone() })
+        }
+        [flag, addr] if flag == "--listen" => {
+            Err(format!("--listen {addr:?}: expected unix:///PATH"))
+        }
         // The kernel passes unknown command-line words on to init.
         _ if pid == 1 => Ok(Mode::Guest),
-        _ => Err(format!("unexpected arguments {args:?}; usage: husk-agent [--listen unix:///PATH]")),
+        _ => Err(format!(
+            "unexpected arguments {args:?}; usage: husk-agent [--listen unix:///PATH]"
+        )),
     }
 }
 
@@ -95,9 +101,13 @@ mod tests {
         assert!(parse_args(&[], 42).is_err());
         assert_eq!(
             parse_args(&s(&["--listen", "unix:///tmp/a.sock"]), 42),
-            Ok(Mode::Host { addr: "unix:///tmp/a.sock".into() })
+            Ok(Mode::Host {
+                addr: "unix:///tmp/a.sock".into()
+            })
         );
-        assert!(parse_args(&s(&["--listen", "vsock://3:1"]), 42).unwrap_err().contains("unix:///PATH"));
+        assert!(parse_args(&s(&["--listen", "vsock://3:1"]), 42)
+            .unwrap_err()
+            .contains("unix:///PATH"));
         assert!(parse_args(&s(&["--frob"]), 42).is_err());
     }
 }

@@ -31,7 +31,10 @@ impl AgentService {
 /// refuses the agent on its side.
 fn version(req: &VersionRequest) -> VersionResponse {
     if req.api_version != API_VERSION {
-        log::warn!("caller speaks API version {}, the agent {API_VERSION}", req.api_version);
+        log::warn!(
+            "caller speaks API version {}, the agent {API_VERSION}",
+            req.api_version
+        );
     }
     VersionResponse {
         api_version: API_VERSION,
@@ -64,7 +67,11 @@ impl Agent for AgentService {
         })
     }
 
-    fn guest_details(&self, _ctx: &TtrpcContext, _req: Empty) -> ttrpc::Result<GuestDetailsResponse> {
+    fn guest_details(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: Empty,
+    ) -> ttrpc::Result<GuestDetailsResponse> {
         Ok(crate::guest_info::guest_details())
     }
 
@@ -80,7 +87,10 @@ mod tests {
 
     #[test]
     fn version_reports_this_api() {
-        let v = version(&VersionRequest { api_version: 99, ..Default::default() });
+        let v = version(&VersionRequest {
+            api_version: 99,
+            ..Default::default()
+        });
         assert_eq!(v.api_version, API_VERSION);
         assert!(!v.agent_version.is_empty());
     }
