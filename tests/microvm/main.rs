@@ -139,3 +139,87 @@ fn husk_check_passes_and_reports_the_boot_time() {
         describe(&out)
     );
 }
+
+#[test]
+fn the_guest_is_our_kernel_with_the_base_mounts() {
+    let booted = boot("details", 1, 128);
+    let details = booted.client.guest_details().expect("guest details");
+    assert!(details.kernel_release.starts_with("6.12"), "{details:?}");
+    assert_eq!(details.boot_id.len(), 36, "{details:?}");
+    // cgroup2 is mounted and offers the controllers containers need.
+    for controller in ["cpu", "memory", "pids"] {
+        assert!(
+            details.cgroup_controllers.iter().any(|c| c == controller),
+            "no {controller} controller: {details:?}"
+        );
+    }
+    assert!(booted.client.health().is_ok());
+    shutdown(booted);
+}
+
+#[test]
+fn husk_check_boot_line_fails_for_a_guest_without_an_agent() {
+    // The tiny test guest boots and resets at once: no agent ever answers.
+    let dir = tempfile::tempdir().unwrap();
+    let built =
+        std::process::Command::new(husk_tests::workspace_root().join("tests/test-guest/build.sh"))
+            .arg(dir.path())
+            .output()
+            .expect("build the tiny guest");
+    assert!(built.status.success(), "{}", describe(&built));
+    let guest = String::from_utf8(built.stdout).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "kernel = {:?}\ninitramfs = {:?}\nstate_dir = {:?}\n",
+            guest.lines().last().unwrap(),
+            initramfs(),
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let out = husk(&[
+        "--config",
+        config.to_str().unwrap(),
+        "check",
+        "--timeout",
+        "60",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("boot: FAIL: the VMM ended before the agent answered"),
+        "{}",
+        describe(&out)
+    );
+    // The failed probe left no sandbox directory behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_guest_without_init_ends_the_vmm_and_the_console_says_why() {
+    let dir = std::env::temp_dir().join(format!("husk-microvm-noinit-{}", std::process::id()));
+    let mut config = vm_config(1, 128);
+    config.cmdline = "rdinit=/nonexistent".into();
+    let mut process = VmProcess::spawn(&husk_bin(), config, &dir, 3)
+        .unwrap_or_else(|e| panic!("spawn VMM: {e:#}"));
+    let status = process.wait_timeout(AGENT_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "the VMM kept running a guest with no init\n{}",
+            process.logs()
+        )
+    });
+    let logs = process.logs();
+    // panic=-1 turns the kernel's panic into a reset: the VMM ends cleanly.
+    assert!(status.success(), "VMM exit {status}\n{logs}");
+    assert!(
+        logs.contains("Kernel panic"),
+        "the console does not show the panic:\n{logs}"
+    );
+    drop(process);
+    assert!(!dir.exists(), "state dir left behind");
+}
