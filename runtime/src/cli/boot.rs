@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use husk::vmm::{run_vm, ConsoleConfig, VmConfig, VmExit, VsockConfig};
+use husk::vmm::{run_vm, ConsoleConfig, FsConfig, VmConfig, VmExit, VsockConfig};
 
 /// Arguments of `husk boot`.
 #[derive(Debug, Args)]
@@ -34,6 +34,20 @@ pub struct BootArgs {
     /// Guest CID of the vsock device.
     #[arg(long, default_value_t = 3)]
     pub cid: u64,
+    /// Share this host directory with the guest over virtio-fs. To boot
+    /// from it without an initramfs: `--cmdline "rootfstype=virtiofs
+    /// root=TAG rw init=/init"` (without `init=` the kernel looks for
+    /// /sbin/init).
+    #[arg(long, value_name = "PATH")]
+    pub shared_dir: Option<PathBuf>,
+    /// Tag the guest mounts the shared directory by.
+    #[arg(
+        long,
+        value_name = "TAG",
+        default_value = "husk",
+        requires = "shared_dir"
+    )]
+    pub fs_tag: String,
     /// Verbose kernel log (no `quiet`).
     #[arg(long)]
     pub verbose: bool,
@@ -69,6 +83,10 @@ pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
         vsock: args.vsock.map(|uds_path| VsockConfig {
             guest_cid: args.cid,
             uds_path,
+        }),
+        fs: args.shared_dir.map(|shared_dir| FsConfig {
+            tag: args.fs_tag,
+            shared_dir,
         }),
         seccomp: !args.no_seccomp,
     };

@@ -25,6 +25,7 @@ use crate::arch::x86_64::layout;
 use crate::devices::bus::{Bus, BusInsertError};
 use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{SerialConsole, COM1_PORT_BASE, COM1_PORT_LEN};
+use crate::devices::virtio::fs::{Fs, FsError, FsWorker};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
@@ -141,6 +142,9 @@ pub enum BuildVmError {
     /// The vsock device could not be created.
     #[error("vsock device")]
     Vsock(#[source] crate::devices::virtio::vsock::VsockError),
+    /// The virtio-fs device could not be created.
+    #[error("virtio-fs device")]
+    Fs(#[source] FsError),
     /// The virtio-mmio transport could not be created.
     #[error("virtio-mmio transport")]
     Mmio(#[source] crate::devices::virtio::mmio::MmioTransportError),
@@ -177,6 +181,10 @@ pub struct Vm {
     pub serial: Arc<Mutex<SerialConsole>>,
     /// The kernel command line the guest got.
     pub cmdline: String,
+    /// The virtio-fs device's worker, not started yet: the VMM starts it
+    /// with the thread's capabilities and seccomp filter
+    /// ([`FsWorker::spawn`]). Until then requests wait in the queue.
+    pub fs_worker: Option<FsWorker>,
 }
 
 /// Builds the VM a config describes. Call [`VmConfig::validate`] first.
@@ -232,6 +240,19 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
         virtio.attach(&vm_fd, &mem, &mut mmio_bus, &mut cmdline, vsock.clone())?;
         event_manager.add_subscriber(vsock);
     }
+    let mut fs_worker = None;
+    if let Some(fs_config) = &config.fs {
+        let (fs, worker) =
+            Fs::new(&fs_config.tag, &fs_config.shared_dir).map_err(BuildVmError::Fs)?;
+        virtio.attach(
+            &vm_fd,
+            &mem,
+            &mut mmio_bus,
+            &mut cmdline,
+            Arc::new(Mutex::new(fs)),
+        )?;
+        fs_worker = Some(worker);
+    }
 
     for extra in config.cmdline.split_whitespace() {
         cmdline.insert_str(extra).map_err(BuildVmError::Cmdline)?;
@@ -275,6 +296,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
             .as_cstring()
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        fs_worker,
     })
 }
 

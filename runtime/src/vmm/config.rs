@@ -51,6 +51,17 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
 }
 
+/// The virtio-fs device: a host directory the guest mounts by tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The tag the guest mounts (`mount -t virtiofs TAG DIR`, or
+    /// `rootfstype=virtiofs root=TAG`): 1 to 36 bytes, no NUL or newline.
+    pub tag: String,
+    /// The host directory the guest sees; an existing directory.
+    pub shared_dir: PathBuf,
+}
+
 /// Everything the VMM needs to build and run one microVM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +87,9 @@ pub struct VmConfig {
     /// The vsock device, if any.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// The virtio-fs device, if any.
+    #[serde(default)]
+    pub fs: Option<FsConfig>,
     /// Apply the seccomp filters (off only for debugging).
     #[serde(default = "default_true")]
     pub seccomp: bool,
@@ -132,6 +146,12 @@ pub enum VmConfigError {
     /// The guest CID is reserved.
     #[error("vsock guest_cid = {0}: CIDs below {MIN_GUEST_CID} and 4294967295 (any) are reserved")]
     GuestCid(u64),
+    /// The virtio-fs tag does not fit the device.
+    #[error("fs tag = {0:?}: must be 1 to {max} bytes without NUL or newline", max = crate::devices::virtio::fs::TAG_MAX_LEN)]
+    FsTag(String),
+    /// The virtio-fs shared directory is not a directory.
+    #[error("fs shared_dir {0:?} is not a directory")]
+    FsSharedDir(PathBuf),
     /// The extra command line holds a NUL byte.
     #[error("cmdline holds a NUL byte")]
     CmdlineNul,
@@ -182,6 +202,19 @@ impl VmConfig {
             }
             if vsock.uds_path.symlink_metadata().is_ok() {
                 return Err(VmConfigError::VsockPathExists(vsock.uds_path.clone()));
+            }
+        }
+        if let Some(fs) = &self.fs {
+            if !crate::devices::virtio::fs::validate_tag(&fs.tag) {
+                return Err(VmConfigError::FsTag(fs.tag.clone()));
+            }
+            let meta = std::fs::metadata(&fs.shared_dir).map_err(|source| VmConfigError::File {
+                what: "fs shared_dir",
+                path: fs.shared_dir.clone(),
+                source,
+            })?;
+            if !meta.is_dir() {
+                return Err(VmConfigError::FsSharedDir(fs.shared_dir.clone()));
             }
         }
         Ok(())
@@ -240,6 +273,7 @@ mod tests {
             verbose_boot: false,
             console: ConsoleConfig::Off,
             vsock: None,
+            fs: None,
             seccomp: true,
         }
     }
@@ -308,5 +342,46 @@ mod tests {
             uds_path: PathBuf::from("/nonexistent/v.sock"),
         });
         assert!(matches!(c.validate(), Err(VmConfigError::GuestCid(2))));
+    }
+
+    #[test]
+    fn checks_the_fs_tag_and_shared_dir() {
+        let kernel = file_with(b"\x7fELF\x02\x01");
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(kernel.path());
+        let fs = |tag: &str, shared_dir: &Path| {
+            Some(FsConfig {
+                tag: tag.into(),
+                shared_dir: shared_dir.to_path_buf(),
+            })
+        };
+        c.fs = fs("husk", dir.path());
+        c.validate().unwrap();
+        c.fs = fs(&"t".repeat(36), dir.path());
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(VmConfig::from_json(&json).unwrap(), c);
+
+        for tag in ["", "a\0b", "a\nb", &"t".repeat(37)] {
+            c.fs = fs(tag, dir.path());
+            let err = c.validate().unwrap_err();
+            assert!(matches!(err, VmConfigError::FsTag(_)), "{tag:?}: {err}");
+            assert!(err.to_string().contains("fs tag"), "{err}");
+        }
+        let missing = dir.path().join("missing");
+        c.fs = fs("husk", &missing);
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, VmConfigError::File { .. }), "{err}");
+        assert!(err.to_string().contains("shared_dir"), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+        c.fs = fs("husk", kernel.path());
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, VmConfigError::FsSharedDir(_)), "{err}");
+
+        let err = VmConfig::from_json(
+            r#"{"vcpus":1,"memory_mib":128,"kernel":"/k","fs":{"tag":"a","shared_dir":"/","cache":1}}"#,
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("cache"), "{err:?}");
     }
 }

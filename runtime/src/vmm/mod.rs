@@ -3,23 +3,38 @@
 //! # Thread model
 //!
 //! * The **VMM thread** (the process's main thread) builds the VM
-//!   ([`builder::build_vm`]), starts the vCPU threads, then runs the one
+//!   ([`builder::build_vm`]), starts the other threads, then runs the one
 //!   device event loop (event-manager over epoll): the vsock device and its
 //!   connections, console input, and the exit event. It owns teardown.
 //! * One **vCPU thread** per vCPU ([`vcpu::run_vcpu`]) runs `KVM_RUN` and
 //!   serves port-I/O and MMIO exits synchronously through the buses. Queue
 //!   notifications do not go through it: they are ioeventfds that wake the
-//!   event loop directly, and device interrupts are irqfds.
+//!   event loop (or a device's worker) directly, and device interrupts are
+//!   irqfds.
+//! * The **virtio-fs worker** (`husk-fs`, when the VM has a shared
+//!   directory) serves FUSE requests on its own
+//!   ([`crate::devices::virtio::fs`]): it polls its two queue ioeventfds, a
+//!   control event (activation and reset, sent by the device on a vCPU
+//!   thread) and a stop event, so a slow host file system stalls neither
+//!   the event loop nor a vCPU.
 //! * The VM ends when the guest resets (i8042 or a KVM system event), a
 //!   vCPU fails, or the VMM is signalled. The event that ended it is sent on
 //!   a channel and `exit_evt` wakes the VMM thread, which sets the stop
-//!   flag, kicks every vCPU out of `KVM_RUN` with a signal, joins them, and
-//!   drops the devices (removing their sockets).
+//!   flag, kicks every vCPU out of `KVM_RUN` with a signal, joins them,
+//!   stops the virtio-fs worker (waiting a bounded time for the request it
+//!   is on), and drops the devices (removing their sockets).
 //!
-//! Each thread installs the seccomp filter for its role ([`seccomp`]) right
-//! before its loop starts.
+//! Start-up order, once the VM is built: the virtio-fs worker starts and
+//! drops to its own capabilities ([`capabilities::FS_WORKER`]) and seccomp
+//! filter before it reads a request; the VMM thread then drops every
+//! capability (bounding, permitted, effective, inheritable, ambient); the
+//! vCPU threads start after that, inheriting none, and install their
+//! filter; the VMM thread installs its own last and enters the loop. Each
+//! thread's seccomp filter ([`seccomp`]) is installed right before its
+//! loop starts.
 
 pub mod builder;
+pub mod capabilities;
 pub mod config;
 pub mod console;
 mod console_input;
@@ -33,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use event_manager::SubscriberOps;
 
 pub use builder::{build_vm, BuildVmError, Vm};
-pub use config::{ConsoleConfig, VmConfig, VmConfigError, VsockConfig};
+pub use config::{ConsoleConfig, FsConfig, VmConfig, VmConfigError, VsockConfig};
 
 use exit::ExitWatcher;
 use vcpu::{install_kick_handler, run_vcpu, stop_vcpus, VcpuContext, VcpuEvent};
@@ -87,6 +102,12 @@ pub enum RunVmError {
     /// A seccomp filter could not be built or applied.
     #[error("seccomp")]
     Seccomp(#[source] seccomp::SeccompError),
+    /// The VMM thread could not drop its capabilities.
+    #[error("cannot drop the VMM's capabilities")]
+    Capabilities(#[source] capabilities::CapsError),
+    /// The virtio-fs worker could not be started.
+    #[error("cannot start the virtio-fs worker")]
+    FsWorker(#[source] crate::devices::virtio::fs::FsError),
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread")]
     SpawnVcpu(#[source] std::io::Error),
@@ -107,6 +128,26 @@ pub fn run_vm(config: &VmConfig) -> Result<VmExit, RunVmError> {
     };
     let mut vm = build_vm(config).map_err(RunVmError::Build)?;
     log::debug!("kernel command line: {}", vm.cmdline);
+
+    // Capabilities are per thread: the worker drops to its own set first,
+    // then this thread drops everything, and the vCPU threads inherit that.
+    let roles = capabilities::RoleCaps::for_config(config);
+    let _fs_worker = match vm.fs_worker.take() {
+        Some(worker) => {
+            let keep = roles.fs.unwrap_or(capabilities::CapSet::EMPTY);
+            let filter = filters.as_ref().map(|f| f.fs.clone());
+            let setup = move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                capabilities::restrict_thread(keep)?;
+                if let Some(filter) = filter {
+                    seccomp::apply(&filter)?;
+                }
+                Ok(())
+            };
+            Some(worker.spawn(setup).map_err(RunVmError::FsWorker)?)
+        }
+        None => None,
+    };
+    capabilities::restrict_thread(roles.vmm).map_err(RunVmError::Capabilities)?;
 
     let exit = Arc::new(Mutex::new(ExitWatcher::new(vm.exit_evt.clone())));
     vm.event_manager.add_subscriber(exit.clone());
@@ -164,5 +205,6 @@ pub fn run_vm(config: &VmConfig) -> Result<VmExit, RunVmError> {
         }
     };
     stop_vcpus(&stop, threads);
+    // `_fs_worker` is stopped as it goes out of scope, after the vCPUs.
     result
 }

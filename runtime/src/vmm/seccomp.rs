@@ -90,6 +90,53 @@ const VMM: &[(i64, &str)] = &[
     (libc::SYS_rename, "the console log rotates"),
 ];
 
+/// The virtio-fs worker thread: FUSE requests served by PassthroughFs on
+/// the host directory, one at a time. Paths are never walked: every call
+/// works on a file descriptor the worker holds (`*at` calls relative to
+/// an inode's `O_PATH` fd, reopening through `/proc/self/fd`). Extended
+/// attributes are off, so no xattr calls; opcodes PassthroughFs does not
+/// implement (locks, ioctl, poll, copy_file_range) answer ENOSYS without
+/// a system call.
+const FS: &[(i64, &str)] = &[
+    (libc::SYS_poll, "the worker waits on its queue, control and stop events"),
+    (
+        libc::SYS_openat,
+        "LOOKUP opens names O_PATH under their parent; OPEN and CREATE; reopening through /proc/self/fd; the root at FUSE_INIT",
+    ),
+    (libc::SYS_newfstatat, "GETATTR and LOOKUP stat an inode's fd"),
+    (libc::SYS_statx, "LOOKUP reads the inode's mount id with statx"),
+    (libc::SYS_preadv, "READ into the guest's buffers"),
+    (libc::SYS_pwritev, "WRITE from the guest's buffers"),
+    (libc::SYS_lseek, "READDIR offsets and LSEEK"),
+    (libc::SYS_getdents64, "READDIR and READDIRPLUS"),
+    (libc::SYS_mkdirat, "MKDIR"),
+    (libc::SYS_mknodat, "MKNOD (device nodes stay inert: only files and directories are opened)"),
+    (libc::SYS_symlinkat, "SYMLINK"),
+    (libc::SYS_readlinkat, "READLINK"),
+    (libc::SYS_linkat, "LINK"),
+    (libc::SYS_unlinkat, "UNLINK and RMDIR"),
+    (libc::SYS_renameat2, "RENAME and RENAME2"),
+    (libc::SYS_fchmod, "SETATTR mode through an open file"),
+    (libc::SYS_fchmodat, "SETATTR mode by inode"),
+    (libc::SYS_fchownat, "SETATTR owner and group"),
+    (libc::SYS_utimensat, "SETATTR times"),
+    (libc::SYS_ftruncate, "SETATTR size"),
+    (libc::SYS_fallocate, "FALLOCATE"),
+    (libc::SYS_fsync, "FSYNC and FSYNCDIR"),
+    (libc::SYS_fdatasync, "FSYNC with the datasync flag"),
+    (libc::SYS_fstatfs, "STATFS"),
+    (libc::SYS_dup, "FLUSH emulates a close on a duplicate"),
+    (
+        libc::SYS_setresuid,
+        "CREATE, MKDIR, MKNOD, SYMLINK run as the guest caller (this thread only)",
+    ),
+    (libc::SYS_setresgid, "as setresuid, for the group"),
+    (
+        libc::SYS_umask,
+        "FUSE_INIT clears this thread's umask: the guest applies its own",
+    ),
+];
+
 /// Why a filter could not be built or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -114,6 +161,8 @@ pub struct Filters {
     pub vmm: BpfProgram,
     /// For each vCPU thread.
     pub vcpu: BpfProgram,
+    /// For the virtio-fs worker thread.
+    pub fs: BpfProgram,
 }
 
 /// Compiles a role's table into a filter that kills the process on any
@@ -140,6 +189,7 @@ pub fn compile_filters() -> Result<Filters, SeccompError> {
     Ok(Filters {
         vmm: compile("vmm", &[COMMON, VMM])?,
         vcpu: compile("vcpu", &[COMMON, VCPU])?,
+        fs: compile("fs", &[COMMON, FS])?,
     })
 }
 
@@ -155,13 +205,38 @@ mod tests {
     #[test]
     fn every_role_compiles_and_lists_each_call_once() {
         let filters = compile_filters().unwrap();
-        assert!(!filters.vmm.is_empty() && !filters.vcpu.is_empty());
-        for table in [COMMON, VCPU, VMM] {
+        assert!(!filters.vmm.is_empty() && !filters.vcpu.is_empty() && !filters.fs.is_empty());
+        for table in [COMMON, VCPU, VMM, FS] {
             let mut seen = std::collections::BTreeSet::new();
             for (nr, why) in table {
                 assert!(seen.insert(nr), "syscall {nr} listed twice");
                 assert!(!why.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn the_fs_worker_cannot_reach_the_network_exec_or_open_by_handle() {
+        let allowed: Vec<i64> = [COMMON, FS]
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|(nr, _)| *nr)
+            .collect();
+        for nr in [
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_ioctl,
+            libc::SYS_open_by_handle_at,
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_capset,
+            libc::SYS_setuid,
+        ] {
+            assert!(!allowed.contains(&nr), "syscall {nr} is allowed");
         }
     }
 

@@ -7,6 +7,7 @@
 //! loop signals the loop (an activation `EventFd`) and registers its queue
 //! events there.
 
+pub mod fs;
 pub mod mmio;
 pub mod vsock;
 
