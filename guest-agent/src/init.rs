@@ -87,6 +87,15 @@ pub enum SetupGuestError {
     /// A mount point could not be made.
     #[error("cannot create {0}")]
     MountPoint(&'static str, #[source] std::io::Error),
+    /// The root could not be moved off the initramfs rootfs.
+    #[error("cannot leave the initramfs rootfs: {what}")]
+    LeaveRootfs {
+        /// The step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
     /// A base file system could not be mounted.
     #[error("cannot mount {fstype} on {target}")]
     Mount {
@@ -100,8 +109,41 @@ pub enum SetupGuestError {
     },
 }
 
+/// Where the initramfs is bound while the root moves onto it.
+const BOUND_ROOT: &str = "/.husk-root";
+
+/// Moves the agent's root off the initramfs `rootfs` mount onto a bind
+/// mount of itself (the same files, no copy). pivot_root(2) refuses to
+/// work when the current root is `rootfs` (it has no parent mount), and
+/// every container's mount namespace starts as a copy of the agent's.
+fn leave_rootfs() -> Result<(), SetupGuestError> {
+    let step = |what: &'static str| move |source| SetupGuestError::LeaveRootfs { what, source };
+    match std::fs::create_dir(BOUND_ROOT) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(SetupGuestError::MountPoint(BOUND_ROOT, e)),
+    }
+    mount(
+        Some("/"),
+        BOUND_ROOT,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(step("bind / onto itself"))?;
+    nix::unistd::chdir(BOUND_ROOT).map_err(step("chdir"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("move the bound root onto /"))?;
+    nix::unistd::chroot(".").map_err(step("chroot"))?;
+    nix::unistd::chdir("/").map_err(step("chdir"))?;
+    // The mount point itself shows up (empty) in the bound root.
+    let _ = std::fs::remove_dir(BOUND_ROOT);
+    Ok(())
+}
+
 /// Mounts the base file systems and moves the log to `/dev/kmsg`.
 pub fn setup_guest() -> Result<(), SetupGuestError> {
+    leave_rootfs()?;
     for m in BASE_MOUNTS {
         std::fs::create_dir_all(m.target).map_err(|e| SetupGuestError::MountPoint(m.target, e))?;
         mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data).map_err(|source| {
@@ -120,8 +162,27 @@ pub fn setup_guest() -> Result<(), SetupGuestError> {
     if let Err(e) = crate::logger::to_kmsg() {
         log::warn!("cannot open /dev/kmsg: {e}");
     }
+    if let Err(e) = protect_agent_binary() {
+        log::warn!("cannot make /init read-only: {e}");
+    }
     log::info!("guest set up");
     Ok(())
+}
+
+/// Makes the agent binary read-only (a bind of itself, remounted ro).
+/// Container processes start as this binary re-executed; one that execs
+/// `/proc/self/exe` again must not be able to rewrite the agent through
+/// it (runc's CVE-2019-5736).
+fn protect_agent_binary() -> nix::Result<()> {
+    let me = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "/init".into());
+    mount(Some(&me), &me, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    mount(
+        None::<&str>,
+        &me,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
 }
 
 /// Writes a line where a person will see it: the guest console (which

@@ -37,6 +37,9 @@ pub mod agent_ttrpc {
 /// The vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+/// The vsock port of process stdio streams (see `Stdio` in the .proto).
+pub const STDIO_VSOCK_PORT: u32 = 1025;
+
 /// The API version this build speaks. Peers with another version refuse
 /// each other with a clear message instead of a decode error.
 pub const API_VERSION: u32 = 1;

@@ -1,6 +1,8 @@
 //! Shared helpers of husk's end-to-end tests: where the built artefacts
 //! are, running `husk`, and checking that nothing was left behind.
 
+pub mod bundle;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -133,4 +135,50 @@ pub fn host_runs_linux_guests() -> bool {
         .split_whitespace()
         .any(|flag| flag == "vmx" || flag == "svm");
     hw && !Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// The host's static busybox (Debian's busybox-static), for container
+/// rootfs fixtures.
+pub fn static_busybox() -> PathBuf {
+    let bin = PathBuf::from("/bin/busybox");
+    assert!(
+        bin.exists(),
+        "{bin:?} is missing: install busybox-static (apt-get install busybox-static)"
+    );
+    bin
+}
+
+/// Makes a minimal container rootfs at `rootfs`: the static busybox as
+/// `/bin/busybox` with every applet as a symlink to it, the usual empty
+/// directories, and `/etc/passwd` and `/etc/group` with root, `app`
+/// (1001:1002, also in `wheel`) and nobody.
+pub fn busybox_rootfs(rootfs: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::symlink;
+    for dir in [
+        "bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app",
+    ] {
+        std::fs::create_dir_all(rootfs.join(dir))?;
+    }
+    let busybox = rootfs.join("bin/busybox");
+    std::fs::copy(static_busybox(), &busybox)?;
+    let list = Command::new(&busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        let link = rootfs.join("bin").join(applet);
+        if !link.exists() {
+            symlink("busybox", link)?;
+        }
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1002:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    std::fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\nwheel:x:10:app\napp:x:1002:\nnogroup:x:65534:\n",
+    )?;
+    Ok(())
 }

@@ -25,9 +25,10 @@ fn start_agent() -> HostAgent {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start husk-agent");
+    // The socket file appears at bind(), before listen(): wait for a connection.
     assert!(
-        wait_until(Duration::from_secs(10), || socket.exists()),
-        "the agent did not bind {socket:?}"
+        wait_until(Duration::from_secs(10), || UnixStream::connect(&socket).is_ok()),
+        "the agent did not listen on {socket:?}"
     );
     HostAgent {
         child,
