@@ -1,6 +1,10 @@
 //! The microVM suite: boots husk's real guest kernel and agent and talks
 //! to it. Runs inside `tests/kvm-host` (or directly on hardware KVM).
 
+mod containers;
+mod differential;
+mod fs;
+
 use std::time::Duration;
 
 use husk::agent::{connect_hybrid_vsock, AgentClient};
@@ -21,6 +25,7 @@ fn vm_config(vcpus: u8, memory_mib: u32) -> VmConfig {
         verbose_boot: false,
         console: ConsoleConfig::Stdout,
         vsock: None,
+        fs: None,
         seccomp: true,
     }
 }

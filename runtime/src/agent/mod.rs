@@ -15,13 +15,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use husk_protocol::agent::{
-    Empty, GuestDetailsResponse, HealthResponse, ShutdownRequest, VersionRequest,
+    ContainerRequest, ContainerStatsResponse, CreateContainerRequest, Empty, ExecProcessRequest,
+    GuestDetailsResponse, HealthResponse, ListProcessesResponse, OomEvent, ProcessRequest,
+    ResizeTtyRequest, ShutdownRequest, SignalProcessRequest, Stdio, UpdateContainerRequest,
+    VersionRequest, WaitProcessResponse,
 };
 use husk_protocol::agent_ttrpc::AgentClient as TtrpcAgentClient;
 use husk_protocol::API_VERSION;
 
 /// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_REPLY: usize = 32;
+/// Longest answer to a stdio stream header (`ERR <why>` carries a reason).
+const MAX_STDIO_ANSWER: usize = 1024;
 /// Timeout of each agent call unless the caller sets another.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,7 +82,7 @@ pub fn connect_hybrid_vsock(
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .map_err(io_err)?;
-    let reply = read_reply_line(&mut stream, port).map_err(|e| match e {
+    let reply = read_reply_line(&mut stream, MAX_REPLY).map_err(|e| match e {
         ReplyError::Io(source) => io_err(source),
         ReplyError::Closed => ConnectAgentError::Refused { port },
         ReplyError::Bad(line) => ConnectAgentError::BadReply(line),
@@ -95,8 +100,8 @@ enum ReplyError {
 }
 
 /// Reads up to and including `\n`, one byte at a time.
-fn read_reply_line(stream: &mut impl Read, _port: u32) -> Result<String, ReplyError> {
-    let mut line = Vec::with_capacity(MAX_REPLY);
+fn read_reply_line(stream: &mut impl Read, max: usize) -> Result<String, ReplyError> {
+    let mut line = Vec::with_capacity(max.min(64));
     loop {
         let mut byte = [0u8; 1];
         match stream.read(&mut byte) {
@@ -105,7 +110,7 @@ fn read_reply_line(stream: &mut impl Read, _port: u32) -> Result<String, ReplyEr
             Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
             Ok(_) => {
                 line.push(byte[0]);
-                if line.len() > MAX_REPLY {
+                if line.len() > max {
                     return Err(ReplyError::Bad(String::from_utf8_lossy(&line).into_owned()));
                 }
             }
@@ -166,7 +171,9 @@ impl fmt::Display for AgentVersion {
     }
 }
 
-/// A connected agent.
+/// A connected agent. Clones share the connection; calls from several
+/// threads run concurrently.
+#[derive(Clone)]
 pub struct AgentClient {
     client: TtrpcAgentClient,
     timeout: Duration,
@@ -258,9 +265,356 @@ impl AgentClient {
     }
 }
 
+/// Timeout of calls that block until something happens in the guest.
+const BLOCKING_CALL_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn container(id: &str) -> ContainerRequest {
+    ContainerRequest {
+        container_id: id.to_string(),
+        ..Default::default()
+    }
+}
+
+fn process(id: &str, exec_id: &str) -> ProcessRequest {
+    ProcessRequest {
+        container_id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        ..Default::default()
+    }
+}
+
+impl AgentClient {
+    fn blocking_ctx(&self) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(BLOCKING_CALL_TIMEOUT.as_nanos() as i64)
+    }
+
+    /// Creates a container from its OCI spec (guest paths); returns the
+    /// init's guest pid. Its stdio streams must be attached before start.
+    pub fn create_container(
+        &self,
+        id: &str,
+        oci_spec_json: Vec<u8>,
+        stdio: Stdio,
+    ) -> Result<u32, AgentCallError> {
+        let req = CreateContainerRequest {
+            container_id: id.to_string(),
+            oci_spec_json,
+            stdio: Some(stdio).into(),
+            ..Default::default()
+        };
+        self.client
+            .create_container(self.ctx(), &req)
+            .map(|r| r.pid)
+            .map_err(|source| AgentCallError::Call {
+                call: "CreateContainer",
+                source,
+            })
+    }
+
+    /// Starts a created container's init.
+    pub fn start_container(&self, id: &str) -> Result<(), AgentCallError> {
+        self.client
+            .start_container(self.ctx(), &container(id))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "StartContainer",
+                source,
+            })
+    }
+
+    /// Removes a container (what is left of it is killed).
+    pub fn remove_container(&self, id: &str) -> Result<(), AgentCallError> {
+        self.client
+            .remove_container(self.ctx(), &container(id))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "RemoveContainer",
+                source,
+            })
+    }
+
+    /// Runs another process in a container; returns its guest pid.
+    pub fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: Vec<u8>,
+        stdio: Stdio,
+    ) -> Result<u32, AgentCallError> {
+        let req = ExecProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            process_json,
+            stdio: Some(stdio).into(),
+            ..Default::default()
+        };
+        self.client
+            .exec_process(self.ctx(), &req)
+            .map(|r| r.pid)
+            .map_err(|source| AgentCallError::Call {
+                call: "ExecProcess",
+                source,
+            })
+    }
+
+    /// Sends `signal` to a process (`exec_id` empty: the init), or to
+    /// every process of the container.
+    pub fn signal_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), AgentCallError> {
+        let req = SignalProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.client
+            .signal_process(self.ctx(), &req)
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "SignalProcess",
+                source,
+            })
+    }
+
+    /// Waits until a process ends.
+    pub fn wait_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<WaitProcessResponse, AgentCallError> {
+        self.client
+            .wait_process(self.blocking_ctx(), &process(id, exec_id))
+            .map_err(|source| AgentCallError::Call {
+                call: "WaitProcess",
+                source,
+            })
+    }
+
+    /// The container's processes.
+    pub fn list_processes(&self, id: &str) -> Result<ListProcessesResponse, AgentCallError> {
+        self.client
+            .list_processes(self.ctx(), &container(id))
+            .map_err(|source| AgentCallError::Call {
+                call: "ListProcesses",
+                source,
+            })
+    }
+
+    /// The container's cgroup statistics.
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStatsResponse, AgentCallError> {
+        self.client
+            .container_stats(self.ctx(), &container(id))
+            .map_err(|source| AgentCallError::Call {
+                call: "ContainerStats",
+                source,
+            })
+    }
+
+    /// Sets a process's terminal size.
+    pub fn resize_tty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), AgentCallError> {
+        let req = ResizeTtyRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            rows,
+            cols,
+            ..Default::default()
+        };
+        self.client
+            .resize_tty(self.ctx(), &req)
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "ResizeTty",
+                source,
+            })
+    }
+
+    /// Closes a process's stdin.
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), AgentCallError> {
+        self.client
+            .close_stdin(self.ctx(), &process(id, exec_id))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "CloseStdin",
+                source,
+            })
+    }
+
+    /// Changes a container's resources (an OCI `linux.resources` object).
+    pub fn update_container(
+        &self,
+        id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), AgentCallError> {
+        let req = UpdateContainerRequest {
+            container_id: id.to_string(),
+            resources_json,
+            ..Default::default()
+        };
+        self.client
+            .update_container(self.ctx(), &req)
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "UpdateContainer",
+                source,
+            })
+    }
+
+    /// Freezes a container.
+    pub fn pause_container(&self, id: &str) -> Result<(), AgentCallError> {
+        self.client
+            .pause_container(self.ctx(), &container(id))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "PauseContainer",
+                source,
+            })
+    }
+
+    /// Thaws a container.
+    pub fn resume_container(&self, id: &str) -> Result<(), AgentCallError> {
+        self.client
+            .resume_container(self.ctx(), &container(id))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "ResumeContainer",
+                source,
+            })
+    }
+
+    /// Waits for the next OOM kill in the guest.
+    pub fn get_oom_event(&self) -> Result<OomEvent, AgentCallError> {
+        self.client
+            .get_oom_event(self.blocking_ctx(), &Empty::new())
+            .map_err(|source| AgentCallError::Call {
+                call: "GetOomEvent",
+                source,
+            })
+    }
+}
+
+/// Which stream of a process a stdio connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdioStream {
+    /// Host to process.
+    Stdin,
+    /// Process to host.
+    Stdout,
+    /// Process to host.
+    Stderr,
+    /// Both ways, a pty in the guest.
+    Tty,
+}
+
+impl StdioStream {
+    fn name(self) -> &'static str {
+        match self {
+            StdioStream::Stdin => "stdin",
+            StdioStream::Stdout => "stdout",
+            StdioStream::Stderr => "stderr",
+            StdioStream::Tty => "tty",
+        }
+    }
+}
+
+/// Why a stdio stream could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachStdioError {
+    /// The vsock connection to the agent's stdio port failed.
+    #[error("cannot reach the agent's stdio port")]
+    Connect(#[source] ConnectAgentError),
+    /// The stream header could not be sent or its answer read.
+    #[error("stdio stream header")]
+    Io(#[source] std::io::Error),
+    /// The agent refused the stream.
+    #[error("the agent refused the {stream} stream of {container_id}/{exec_id}: {why}")]
+    Refused {
+        /// The container.
+        container_id: String,
+        /// The process (`-` for the init).
+        exec_id: String,
+        /// The stream.
+        stream: &'static str,
+        /// The agent's reason.
+        why: String,
+    },
+}
+
+/// The `STDIO` header line of a stream (`exec_id` empty: the init, `-`).
+pub fn stdio_header(container_id: &str, exec_id: &str, stream: StdioStream) -> String {
+    let exec_id = if exec_id.is_empty() { "-" } else { exec_id };
+    format!("STDIO {container_id} {exec_id} {}\n", stream.name())
+}
+
+/// Opens one stdio stream of a process through the VMM's hybrid-vsock
+/// socket; after it returns, the stream carries the process's bytes.
+pub fn attach_stdio(
+    vsock_path: &Path,
+    container_id: &str,
+    exec_id: &str,
+    stream: StdioStream,
+    timeout: Duration,
+) -> Result<UnixStream, AttachStdioError> {
+    let mut conn = connect_hybrid_vsock(vsock_path, husk_protocol::STDIO_VSOCK_PORT, timeout)
+        .map_err(AttachStdioError::Connect)?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(AttachStdioError::Io)?;
+    conn.write_all(stdio_header(container_id, exec_id, stream).as_bytes())
+        .map_err(AttachStdioError::Io)?;
+    let refused = |why: String| AttachStdioError::Refused {
+        container_id: container_id.to_string(),
+        exec_id: if exec_id.is_empty() {
+            "-".into()
+        } else {
+            exec_id.to_string()
+        },
+        stream: stream.name(),
+        why,
+    };
+    let answer = match read_reply_line(&mut conn, MAX_STDIO_ANSWER) {
+        Ok(line) => line,
+        Err(ReplyError::Io(e)) => return Err(AttachStdioError::Io(e)),
+        Err(ReplyError::Closed) => return Err(refused("the agent closed the stream".into())),
+        Err(ReplyError::Bad(line)) => return Err(refused(format!("unexpected answer {line:?}"))),
+    };
+    match answer.as_str() {
+        "OK" => {}
+        other => {
+            return Err(refused(
+                other.strip_prefix("ERR ").unwrap_or(other).to_string(),
+            ))
+        }
+    }
+    conn.set_read_timeout(None).map_err(AttachStdioError::Io)?;
+    Ok(conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdio_headers_name_the_init_as_a_dash() {
+        assert_eq!(
+            stdio_header("c1", "", StdioStream::Stdout),
+            "STDIO c1 - stdout\n"
+        );
+        assert_eq!(
+            stdio_header("c1", "e2", StdioStream::Tty),
+            "STDIO c1 e2 tty\n"
+        );
+    }
 
     #[test]
     fn parses_the_ok_reply() {
@@ -274,7 +628,7 @@ mod tests {
     fn reads_exactly_one_line_and_leaves_the_rest() {
         let mut input: &[u8] = b"OK 7\nguest bytes";
         assert_eq!(
-            read_reply_line(&mut input, 1).ok(),
+            read_reply_line(&mut input, MAX_REPLY).ok(),
             Some("OK 7".to_string())
         );
         assert_eq!(input, b"guest bytes");
@@ -284,17 +638,17 @@ mod tests {
     fn a_closed_or_overlong_reply_is_an_error() {
         let mut empty: &[u8] = b"";
         assert!(matches!(
-            read_reply_line(&mut empty, 1),
+            read_reply_line(&mut empty, MAX_REPLY),
             Err(ReplyError::Closed)
         ));
         let mut partial: &[u8] = b"OK 1";
         assert!(matches!(
-            read_reply_line(&mut partial, 1),
+            read_reply_line(&mut partial, MAX_REPLY),
             Err(ReplyError::Bad(_))
         ));
         let long = vec![b'x'; 100];
         assert!(matches!(
-            read_reply_line(&mut long.as_slice(), 1),
+            read_reply_line(&mut long.as_slice(), MAX_REPLY),
             Err(ReplyError::Bad(_))
         ));
     }

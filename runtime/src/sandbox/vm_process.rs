@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::os::unix::process::CommandExt;
+
+use super::mount_ns::Binds;
+use crate::oci::SharedBind;
 use crate::vmm::config::{ConsoleConfig, VmConfig, VsockConfig};
 use crate::vmm::console::console_log_tail;
 
@@ -30,6 +34,8 @@ pub struct VmProcessPaths {
     pub console_log: PathBuf,
     /// The VMM process's own stderr.
     pub vmm_log: PathBuf,
+    /// The directory shared with the guest over virtio-fs.
+    pub shared: PathBuf,
 }
 
 impl VmProcessPaths {
@@ -41,6 +47,7 @@ impl VmProcessPaths {
             vsock: dir.join("vsock.sock"),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
+            shared: dir.join("shared"),
         }
     }
 }
@@ -66,6 +73,9 @@ pub enum SpawnVmError {
         #[source]
         source: std::io::Error,
     },
+    /// The shared directory's binds could not be prepared.
+    #[error("shared directory")]
+    Binds(#[source] super::mount_ns::PrepareBindsError),
     /// The VMM process could not be started.
     #[error("cannot start the VMM {program:?}")]
     Spawn {
@@ -75,6 +85,16 @@ pub enum SpawnVmError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How to start a VMM process beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// Host paths to bind into the shared directory, in the VMM's own
+    /// mount namespace.
+    pub binds: Vec<SharedBind>,
+    /// Kill the VMM when the process that spawned it dies.
+    pub die_with_parent: bool,
 }
 
 /// A running VMM process and its state directory.
@@ -91,9 +111,21 @@ impl VmProcess {
     /// to files in `dir`.
     pub fn spawn(
         husk_bin: &Path,
+        config: VmConfig,
+        dir: &Path,
+        guest_cid: u64,
+    ) -> Result<Self, SpawnVmError> {
+        Self::spawn_with(husk_bin, config, dir, guest_cid, &SpawnOptions::default())
+    }
+
+    /// [`VmProcess::spawn`] with binds into the shared directory (made in
+    /// the VMM's own mount namespace) and the VMM's lifetime tied to ours.
+    pub fn spawn_with(
+        husk_bin: &Path,
         mut config: VmConfig,
         dir: &Path,
         guest_cid: u64,
+        options: &SpawnOptions,
     ) -> Result<Self, SpawnVmError> {
         let paths = VmProcessPaths::new(dir);
         fs::DirBuilder::new()
@@ -128,19 +160,31 @@ impl VmProcess {
             path: paths.vmm_log.clone(),
             source,
         })?;
-        process.started = Instant::now();
-        let child = Command::new(husk_bin)
+        if !options.binds.is_empty() {
+            fs::create_dir_all(&paths.shared).map_err(|source| SpawnVmError::StateDir {
+                path: paths.shared.clone(),
+                source,
+            })?;
+        }
+        let binds = Binds::prepare(&paths.shared, &options.binds).map_err(SpawnVmError::Binds)?;
+        let die_with_parent = options.die_with_parent;
+        let mut command = Command::new(husk_bin);
+        command
             .arg("vmm")
             .arg("--config")
             .arg(&paths.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(vmm_log)
-            .spawn()
-            .map_err(|source| SpawnVmError::Spawn {
-                program: husk_bin.to_path_buf(),
-                source,
-            })?;
+            .stderr(vmm_log);
+        let setup = move || child_setup(die_with_parent, &binds);
+        // SAFETY: `child_setup` makes only raw system calls (prctl,
+        // unshare, mount) on data prepared before fork; it allocates nothing.
+        unsafe { command.pre_exec(setup) };
+        process.started = Instant::now();
+        let child = command.spawn().map_err(|source| SpawnVmError::Spawn {
+            program: husk_bin.to_path_buf(),
+            source,
+        })?;
         process.child = Some(child);
         Ok(process)
     }
@@ -208,6 +252,20 @@ impl VmProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs in the VMM child between fork and exec.
+fn child_setup(die_with_parent: bool, binds: &Binds) -> std::io::Result<()> {
+    if die_with_parent {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if !binds.is_empty() {
+        binds.apply()?;
+    }
+    Ok(())
 }
 
 impl Drop for VmProcess {

@@ -1,11 +1,10 @@
 //! The last line of `husk check`: boot a 1-vCPU, 128 MiB microVM to the
 //! agent, ask its version, shut it down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use husk::agent::{connect_hybrid_vsock, AgentClient};
 use husk::config::HuskConfig;
-use husk::sandbox::VmProcess;
+use husk::sandbox::{wait_for_agent, VmProcess};
 use husk::vmm::{ConsoleConfig, VmConfig};
 
 /// What the boot probe saw.
@@ -40,36 +39,13 @@ pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResul
         verbose_boot: config.debug_console,
         console: ConsoleConfig::Stdout,
         vsock: None,
+        fs: None,
         seccomp: config.seccomp,
     };
     let mut process =
         VmProcess::spawn(&husk_bin, vm, &dir, PROBE_CID).map_err(|e| format!("{e:#}"))?;
     let fail = |process: &VmProcess, why: String| format!("{why}\n{}", process.logs());
-
-    let deadline = Instant::now() + timeout;
-    let stream = loop {
-        if let Some(status) = process.try_wait() {
-            return Err(fail(
-                &process,
-                format!("the VMM ended before the agent answered ({status})"),
-            ));
-        }
-        match connect_hybrid_vsock(
-            &process.paths().vsock,
-            husk_protocol::AGENT_VSOCK_PORT,
-            Duration::from_millis(500),
-        ) {
-            Ok(stream) => break stream,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(fail(&process, format!("no agent after {timeout:?}: {e:#}")));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    let client = AgentClient::new(stream).map_err(|e| fail(&process, format!("agent: {e:#}")))?;
-    let version = client
-        .version()
-        .map_err(|e| fail(&process, format!("agent version call: {e:#}")))?;
+    let (client, version) = wait_for_agent(&mut process, timeout).map_err(|e| format!("{e}"))?;
     let agent_ready = process.started().elapsed();
     if let Err(e) = client.shutdown() {
         return Err(fail(&process, format!("agent shutdown call: {e:#}")));

@@ -1,0 +1,330 @@
+//! The lifecycle verbs of the runtime, as plain functions: create (which
+//! starts the monitor), start, kill, delete. The CLI is a thin layer over
+//! them.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::state::{
+    now_rfc3339, process_alive, ContainerDir, ContainerDirError, ContainerState, Status,
+    OCI_VERSION,
+};
+use crate::agent::{AgentCallError, AgentClient, ConnectAgentError};
+use crate::oci::{Bundle, LoadBundleError};
+
+/// How long `delete --force` waits for the monitor to go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a lifecycle verb failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The container directory or state.
+    #[error(transparent)]
+    Dir(#[from] ContainerDirError),
+    /// The bundle.
+    #[error(transparent)]
+    Bundle(#[from] LoadBundleError),
+    /// The verb does not apply in this state.
+    #[error("container {id:?} is {status}: cannot {verb} it{hint}")]
+    WrongState {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: Status,
+        /// The verb.
+        verb: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// The monitor could not be started.
+    #[error("cannot start the container monitor")]
+    SpawnMonitor(#[source] std::io::Error),
+    /// The monitor reported that creation failed.
+    #[error("{0}")]
+    CreateFailed(String),
+    /// The agent of the container's VM was not reached.
+    #[error("container {0:?}: cannot reach its agent")]
+    Connect(String, #[source] ConnectAgentError),
+    /// An agent call failed.
+    #[error("container {0:?}")]
+    Call(String, #[source] AgentCallError),
+    /// The pid file could not be written.
+    #[error("cannot write the pid file {0:?}")]
+    PidFile(PathBuf, #[source] std::io::Error),
+    /// The monitor did not die.
+    #[error("container {0:?}: its monitor (pid {1}) did not end")]
+    Unkillable(String, i32),
+}
+
+/// What `create` needs.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The runtime root.
+    pub root: PathBuf,
+    /// The container id.
+    pub id: String,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Where to send a terminal's pty master.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the container's (monitor's) pid.
+    pub pid_file: Option<PathBuf>,
+    /// The husk configuration file, if named.
+    pub config_path: Option<PathBuf>,
+    /// husk's log file and format flags, passed to the monitor.
+    pub log_args: Vec<String>,
+}
+
+/// A created container whose monitor is our child.
+#[derive(Debug)]
+pub struct CreatedContainer {
+    /// The monitor process.
+    pub monitor: Child,
+    /// The container's directory.
+    pub dir: ContainerDir,
+}
+
+/// Creates a container: checks the bundle, makes its directory, starts the
+/// monitor (which boots the VM and creates the container in it) with our
+/// stdio as the container's, and waits until it reports. On failure
+/// nothing is left.
+pub fn create(opts: &CreateOptions) -> Result<CreatedContainer, LifecycleError> {
+    crate::oci::validate_container_id(&opts.id).map_err(ContainerDirError::from)?;
+    let bundle = Bundle::load(&opts.bundle)?;
+    let dir = ContainerDir::create(&opts.root, &opts.id)?;
+    let result = start_monitor(opts, &bundle, &dir);
+    if result.is_err() {
+        let _ = dir.remove();
+    }
+    result
+}
+
+fn start_monitor(
+    opts: &CreateOptions,
+    bundle: &Bundle,
+    dir: &ContainerDir,
+) -> Result<CreatedContainer, LifecycleError> {
+    dir.write(&ContainerState {
+        oci_version: OCI_VERSION.into(),
+        id: opts.id.clone(),
+        status: Status::Creating,
+        pid: 0,
+        pid_start_time: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: now_rfc3339(),
+        annotations: bundle
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<HashMap<_, _>>(),
+        exit_status: None,
+        oom_killed: false,
+    })?;
+    // Close-on-exec: only the dup at fd 3 reaches the monitor, so its close
+    // is the end of the report.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LifecycleError::SpawnMonitor(e.into()))?;
+    let exe = std::env::current_exe().map_err(LifecycleError::SpawnMonitor)?;
+    let mut command = Command::new(exe);
+    command.arg("--root").arg(&opts.root).args(&opts.log_args);
+    if let Some(config) = &opts.config_path {
+        command.arg("--config").arg(config);
+    }
+    command
+        .arg("monitor")
+        .arg("--notify-fd")
+        .arg("3")
+        .arg("--bundle")
+        .arg(&bundle.dir);
+    if let Some(socket) = &opts.console_socket {
+        command.arg("--console-socket").arg(socket);
+    }
+    command.arg(&opts.id);
+    let notify_fd = write_end.as_raw_fd();
+    let setup = move || monitor_child_setup(notify_fd);
+    // SAFETY: the closure makes only raw system calls (setsid, dup2).
+    unsafe { command.pre_exec(setup) };
+    let mut monitor = command.spawn().map_err(LifecycleError::SpawnMonitor)?;
+    drop(write_end);
+    let report = read_report(read_end);
+    if report.trim() == "ok" {
+        if let Some(pid_file) = &opts.pid_file {
+            write_pid_file(pid_file, monitor.id())?;
+        }
+        return Ok(CreatedContainer {
+            monitor,
+            dir: dir.clone(),
+        });
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let why = report
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap_or(report.trim());
+    let why = if why.is_empty() {
+        "the container monitor ended without a report (see its log)".to_string()
+    } else {
+        why.to_string()
+    };
+    Err(LifecycleError::CreateFailed(format!(
+        "container {:?}: {why}",
+        opts.id
+    )))
+}
+
+/// In the monitor child: its own session (it outlives `create`, and may
+/// take a terminal), and the notify pipe as fd 3.
+fn monitor_child_setup(notify_fd: i32) -> std::io::Result<()> {
+    // SAFETY: setsid and dup2 take no pointers.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(notify_fd, 3) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn read_report(read_end: OwnedFd) -> String {
+    let mut report = String::new();
+    let _ = std::fs::File::from(read_end).read_to_string(&mut report);
+    report
+}
+
+/// Writes a pid file atomically, as runc does.
+pub fn write_pid_file(path: &Path, pid: u32) -> Result<(), LifecycleError> {
+    let tmp = path.with_extension("husk-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| LifecycleError::PidFile(path.to_path_buf(), e))
+}
+
+/// A client of a live container's agent.
+pub fn connect(dir: &ContainerDir) -> Result<AgentClient, LifecycleError> {
+    let stream = crate::agent::connect_hybrid_vsock(
+        &dir.vsock_path(),
+        husk_protocol::AGENT_VSOCK_PORT,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| LifecycleError::Connect(dir.id.clone(), e))?;
+    AgentClient::new(stream).map_err(|e| LifecycleError::Call(dir.id.clone(), e))
+}
+
+/// The state, required to be one of `allowed`.
+pub fn expect_status(
+    dir: &ContainerDir,
+    verb: &'static str,
+    allowed: &[Status],
+    hint: &'static str,
+) -> Result<ContainerState, LifecycleError> {
+    let state = dir.read()?;
+    if allowed.contains(&state.status) {
+        Ok(state)
+    } else {
+        Err(LifecycleError::WrongState {
+            id: dir.id.clone(),
+            status: state.status,
+            verb,
+            hint,
+        })
+    }
+}
+
+/// Starts a created container's process.
+pub fn start(root: &Path, id: &str) -> Result<(), LifecycleError> {
+    let dir = ContainerDir::open(root, id)?;
+    expect_status(&dir, "start", &[Status::Created], "")?;
+    let client = connect(&dir)?;
+    client
+        .start_container(id)
+        .map_err(|e| LifecycleError::Call(id.to_string(), e))?;
+    dir.update(|s| {
+        if s.status == Status::Created {
+            s.status = Status::Running;
+        }
+    })?;
+    Ok(())
+}
+
+/// Sends a signal to the container's process (or all of its processes).
+pub fn kill(root: &Path, id: &str, signal: u32, all: bool) -> Result<(), LifecycleError> {
+    let dir = ContainerDir::open(root, id)?;
+    expect_status(
+        &dir,
+        "kill",
+        &[Status::Created, Status::Running, Status::Paused],
+        " (it is not running)",
+    )?;
+    let client = connect(&dir)?;
+    client
+        .signal_process(id, "", signal, all)
+        .map_err(|e| LifecycleError::Call(id.to_string(), e))
+}
+
+/// Deletes a container: a stopped one at once; a created one (never
+/// started) or, with `force`, a running one after killing its monitor
+/// (which takes the VM down with it).
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> {
+    let dir = ContainerDir::open(root, id)?;
+    let state = dir.read()?;
+    let live = matches!(
+        state.status,
+        Status::Creating | Status::Created | Status::Running | Status::Paused
+    );
+    if live && !force && state.status != Status::Created {
+        return Err(LifecycleError::WrongState {
+            id: id.to_string(),
+            status: state.status,
+            verb: "delete",
+            hint: " (stop it first or use --force)",
+        });
+    }
+    if live && state.pid > 0 {
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(state.pid, libc::SIGKILL) };
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        while process_alive(state.pid, state.pid_start_time) {
+            if Instant::now() > deadline {
+                return Err(LifecycleError::Unkillable(id.to_string(), state.pid));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    wait_for_vmm_exit(&dir);
+    dir.remove()?;
+    Ok(())
+}
+
+/// The VMM dies with its monitor (PR_SET_PDEATHSIG); wait until its
+/// socket owner is gone so the state directory is not removed under it.
+fn wait_for_vmm_exit(dir: &ContainerDir) {
+    let deadline = Instant::now() + KILL_TIMEOUT;
+    let needle = dir.vm_dir().join("vm.json");
+    let needle = needle.to_string_lossy();
+    while Instant::now() < deadline && vmm_running(&needle) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn vmm_running(config_path: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(config_path))
+                .unwrap_or(false)
+        })
+}

@@ -1,0 +1,294 @@
+//! Containers in microVMs through the runc-compatible `husk` CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use husk_tests::bundle::{busybox_bundle, write_config};
+use husk_tests::{describe, husk_bin, husk_processes_with, wait_until};
+
+/// A runtime root of its own per test, removed at the end.
+struct Runtime {
+    root: tempfile::TempDir,
+}
+
+impl Runtime {
+    fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(husk_bin());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c
+    }
+
+    fn husk(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run husk")
+    }
+
+    /// For verbs that leave a container behind (`create`, `run --detach`):
+    /// its monitor keeps the stdio it was given, so give it files, not the
+    /// pipes `output()` would wait on.
+    fn husk_leaving_monitor(&self, args: &[&str]) -> Output {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+        let status = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .expect("run husk");
+        Output {
+            status,
+            stdout: std::fs::read(&out).unwrap(),
+            stderr: std::fs::read(&err).unwrap(),
+        }
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.husk(&["state", id]);
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Nothing of the runtime is left: no container directory, no VMM.
+    fn assert_clean(&self) {
+        let left: Vec<PathBuf> = std::fs::read_dir(self.root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "left in the root: {left:?}");
+        let root = self.root.path().to_str().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || husk_processes_with(root)
+                .is_empty()),
+            "husk processes left: {:?}",
+            husk_processes_with(root)
+        );
+    }
+}
+
+fn bundle(args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = busybox_bundle(dir.path(), args);
+    (dir, path)
+}
+
+fn b(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn run_prints_to_stdout_and_stderr_and_returns_the_exit_code() {
+    let rt = Runtime::new();
+    let (_d, bundle) = bundle(&["sh", "-c", "echo to-out; echo to-err >&2; exit 3"]);
+    let out = rt.husk(&["run", "--bundle", b(&bundle), "c1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "to-out\n",
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to-err\n"),
+        "{}",
+        describe(&out)
+    );
+    rt.assert_clean();
+}
+
+#[test]
+fn stdin_reaches_the_process_and_its_eof_too() {
+    let rt = Runtime::new();
+    let (_d, bundle) = bundle(&["sh", "-c", "wc -c"]);
+    let mut child = rt
+        .cmd(&["run", "--bundle", b(&bundle), "c1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&[b'x'; 100_000]).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "100000",
+        "{}",
+        describe(&out)
+    );
+    rt.assert_clean();
+}
+
+#[test]
+fn create_start_state_kill_delete() {
+    let rt = Runtime::new();
+    let (dir, bundle) = bundle(&["sleep", "1000"]);
+    let pid_file = dir.path().join("pid");
+    let out = rt.husk_leaving_monitor(&[
+        "create",
+        "--bundle",
+        b(&bundle),
+        "--pid-file",
+        b(&pid_file),
+        "c1",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let state = rt.state("c1");
+    assert_eq!(state["status"], "created", "{state}");
+    assert_eq!(state["id"], "c1");
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(state["pid"], pid, "{state}");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the monitor is not running"
+    );
+
+    let out = rt.husk(&["start", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(rt.state("c1")["status"], "running");
+    let out = rt.husk(&["start", "c1"]);
+    assert!(!out.status.success(), "a second start must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is running"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = rt.husk(&["ps", "--format", "json", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+
+    let out = rt.husk(&["delete", "c1"]);
+    assert!(
+        !out.status.success(),
+        "deleting a running container needs --force"
+    );
+
+    let out = rt.husk(&["kill", "c1", "KILL"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        wait_until(Duration::from_secs(60), || rt.state("c1")["status"]
+            == "stopped"),
+        "not stopped after SIGKILL: {}",
+        rt.state("c1")
+    );
+    let out = rt.husk(&["delete", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    rt.assert_clean();
+}
+
+#[test]
+fn delete_force_takes_a_running_container_and_its_vm_down() {
+    let rt = Runtime::new();
+    let (_d, bundle) = bundle(&["sleep", "1000"]);
+    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(rt.state("c1")["status"], "running");
+    let list = rt.husk(&["list", "--quiet"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "c1");
+    let out = rt.husk(&["delete", "--force", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    rt.assert_clean();
+}
+
+#[test]
+fn the_process_sees_its_spec() {
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &[]);
+    write_config(
+        &bundle,
+        &[
+            "sh",
+            "-c",
+            "echo $FOO; pwd; id -u; id -g; hostname; cat /data/hello",
+        ],
+        |spec| {
+            spec["process"]["env"] = serde_json::json!(["PATH=/bin", "FOO=bar baz"]);
+            spec["process"]["cwd"] = serde_json::json!("/tmp");
+            spec["process"]["user"] = serde_json::json!({"uid": 65534, "gid": 65534});
+            spec["hostname"] = serde_json::json!("inside");
+            let volume = bundle_volume(dir.path());
+            spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": volume, "options": ["rbind", "ro"]
+        }));
+        },
+    );
+    let out = rt.husk(&["run", "--bundle", b(&bundle), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bar baz\n/tmp\n65534\n65534\ninside\nfrom the host\n",
+        "{}",
+        describe(&out)
+    );
+    rt.assert_clean();
+}
+
+fn bundle_volume(dir: &Path) -> String {
+    let volume = dir.join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("hello"), "from the host\n").unwrap();
+    volume.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_bad_bundle_is_a_clear_error_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &["true"]);
+    std::fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#,
+    )
+    .unwrap();
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "c1"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("process is required"),
+        "{}",
+        describe(&out)
+    );
+    let out = rt.husk(&["create", "--bundle", "/nonexistent/bundle", "c1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bundle"),
+        "{}",
+        describe(&out)
+    );
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "../escape"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not valid"),
+        "{}",
+        describe(&out)
+    );
+    // A spec the agent refuses fails inside the VM: still nothing left.
+    write_config(&bundle, &["true"], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+    });
+    let out = rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), "c2"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("namespace"),
+        "{}",
+        describe(&out)
+    );
+    rt.assert_clean();
+}
