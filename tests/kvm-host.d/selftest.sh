@@ -12,10 +12,11 @@ check() { # check NAME CONDITION...
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+touch "$tmp/host-tmp-probe"
 
 # One boot, many checks: the inside half prints KEY=VALUE lines on stdout.
 start=$(date +%s.%N)
-ODD_VALUE=$'a b\n"c\'$' "$kh" -- bash "$here/kvm-host.d/selftest-inside.sh" >"$tmp/out" 2>"$tmp/err"
+HOST_TMP_PROBE="$tmp/host-tmp-probe" ODD_VALUE=$'a b\n"c\'$' "$kh" -- bash "$here/kvm-host.d/selftest-inside.sh" >"$tmp/out" 2>"$tmp/err"
 status=$?
 end=$(date +%s.%N)
 out=$(cat "$tmp/out")
@@ -30,6 +31,7 @@ check "a KVM VM can be created inside" grep -qx 'kvm_api=12 vm=True' "$tmp/out"
 host_cgroups=$(awk '$2 ~ "^/sys/fs/cgroup" {print $2, $3}' /proc/self/mounts | sort | tr '\n' ';')
 check "cgroup layout matches the host" grep -qxF "cgroups=$host_cgroups" "$tmp/out"
 check "/tmp writable" grep -qx tmp=writable "$tmp/out"
+check "the host's /tmp visible at the same paths" grep -qx host-tmp=visible "$tmp/out"
 check "root read-only" grep -qx root=readonly "$tmp/out"
 check "veth pairs can be made" grep -qx veth=yes "$tmp/out"
 echo "# one emulated boot: $(echo "$end - $start" | bc) s"
@@ -45,7 +47,8 @@ check "timeout is reported" grep -q 'timed out' "$tmp/timeout-err"
 sleep 0.5
 # Other test hosts may run on this machine: look for this run's QEMU only.
 run_dir=$(sed -n 's/.*QEMU killed (run directory \(.*\))$/\1/p' "$tmp/timeout-err")
-check "no QEMU left behind" bash -c "[ -n '$run_dir' ] && ! pgrep -f '$run_dir/' >/dev/null"
+# ([q]emu: the pattern must not match this check's own command line.)
+check "no QEMU left behind" bash -c "[ -n '$run_dir' ] && ! pgrep -f '[q]emu-system-x86_64.*$run_dir/' >/dev/null"
 
 "$kh" --frobnicate -- true 2>"$tmp/bad-err"
 status=$?
