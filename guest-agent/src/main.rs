@@ -80,18 +80,6 @@ fn parse_args(args: &[String], pid: u32) -> Result<Args, String> {
     Ok(Args { mode, cgroup_root })
 }
 
-/// An error and its sources, `: `-separated.
-fn husk_error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The container-init helper: checked first, it is PID 1 of its own
@@ -115,7 +103,7 @@ fn main() -> ExitCode {
             init::fatal(&format!("guest setup failed: {e}"));
         }
         if let Err(e) = shared_fs::mount_shared_dir() {
-            init::fatal(&husk_error_chain(&e));
+            init::fatal(&husk_protocol::error_chain(&e));
         }
     }
     // Block SIGCHLD before any thread starts, so only the reaper sees it.

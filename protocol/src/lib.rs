@@ -43,3 +43,16 @@ pub const STDIO_VSOCK_PORT: u32 = 1025;
 /// The API version this build speaks. Peers with another version refuse
 /// each other with a clear message instead of a decode error.
 pub const API_VERSION: u32 = 1;
+
+/// An error and its sources, `: `-separated, for one-line reports on
+/// either side of the API.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -114,6 +114,23 @@ impl HuskConfig {
         Ok((config, Some(path)))
     }
 
+    /// A VM of `vcpus` and `memory_mib` booting the configured kernel and
+    /// initramfs, its console kept (the sandbox sends it to a log).
+    pub fn vm_config(&self, vcpus: u8, memory_mib: u32) -> crate::vmm::VmConfig {
+        crate::vmm::VmConfig {
+            vcpus,
+            memory_mib,
+            kernel: self.kernel.clone(),
+            initramfs: Some(self.initramfs.clone()),
+            cmdline: String::new(),
+            verbose_boot: self.debug_console,
+            console: crate::vmm::ConsoleConfig::Stdout,
+            vsock: None,
+            seccomp: self.seccomp,
+            fs: None,
+        }
+    }
+
     /// Parses the TOML text of a configuration.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)

@@ -16,14 +16,4 @@ pub mod oci;
 pub mod sandbox;
 pub mod vmm;
 
-/// An error and its sources, `: `-separated, for one-line reports.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use husk_protocol::error_chain;

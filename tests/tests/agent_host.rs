@@ -27,7 +27,8 @@ fn start_agent() -> HostAgent {
         .expect("start husk-agent");
     // The socket file appears at bind(), before listen(): wait for a connection.
     assert!(
-        wait_until(Duration::from_secs(10), || UnixStream::connect(&socket).is_ok()),
+        wait_until(Duration::from_secs(10), || UnixStream::connect(&socket)
+            .is_ok()),
         "the agent did not listen on {socket:?}"
     );
     HostAgent {

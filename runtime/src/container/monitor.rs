@@ -31,7 +31,7 @@ use crate::agent::{AgentCallError, AgentClient, AttachStdioError};
 use crate::config::{HuskConfig, LoadConfigError};
 use crate::oci::{guest_spec, Bundle, GuestLayout, LoadBundleError, SHARED_FS_TAG};
 use crate::sandbox::{wait_for_agent, SpawnOptions, SpawnVmError, VmProcess, WaitAgentError};
-use crate::vmm::config::{ConsoleConfig, FsConfig, VmConfig};
+use crate::vmm::config::FsConfig;
 
 /// Guest CID of a container's VM (any CID works: each vsock is private).
 const GUEST_CID: u64 = 3;
@@ -137,21 +137,11 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
     let (vcpus, memory_mib) = vm_size(&config, &bundle.spec);
     let vm_dir = dir.vm_dir();
     let shared_dir = crate::sandbox::VmProcessPaths::new(&vm_dir).shared;
-    let vm = VmConfig {
-        vcpus,
-        memory_mib,
-        kernel: config.kernel.clone(),
-        initramfs: Some(config.initramfs.clone()),
-        cmdline: String::new(),
-        verbose_boot: config.debug_console,
-        console: ConsoleConfig::Stdout,
-        vsock: None,
-        seccomp: config.seccomp,
-        fs: Some(FsConfig {
-            tag: SHARED_FS_TAG.to_string(),
-            shared_dir,
-        }),
-    };
+    let mut vm = config.vm_config(vcpus, memory_mib);
+    vm.fs = Some(FsConfig {
+        tag: SHARED_FS_TAG.to_string(),
+        shared_dir,
+    });
     let options = SpawnOptions {
         binds: GuestLayout::for_bundle(&bundle).binds,
         die_with_parent: true,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use husk::config::HuskConfig;
 use husk::sandbox::{wait_for_agent, VmProcess};
-use husk::vmm::{ConsoleConfig, VmConfig};
 
 /// What the boot probe saw.
 pub struct BootResult {
@@ -30,18 +29,7 @@ pub fn boot_to_agent(config: &HuskConfig, timeout: Duration) -> Result<BootResul
         .join(format!("check-{}", std::process::id()));
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|e| format!("cannot create {:?}: {e}", config.state_dir))?;
-    let vm = VmConfig {
-        vcpus: 1,
-        memory_mib: 128,
-        kernel: config.kernel.clone(),
-        initramfs: Some(config.initramfs.clone()),
-        cmdline: String::new(),
-        verbose_boot: config.debug_console,
-        console: ConsoleConfig::Stdout,
-        vsock: None,
-        fs: None,
-        seccomp: config.seccomp,
-    };
+    let vm = config.vm_config(1, 128);
     let mut process =
         VmProcess::spawn(&husk_bin, vm, &dir, PROBE_CID).map_err(|e| format!("{e:#}"))?;
     let fail = |process: &VmProcess, why: String| format!("{why}\n{}", process.logs());
