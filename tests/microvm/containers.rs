@@ -292,3 +292,96 @@ fn a_bad_bundle_is_a_clear_error_and_leaves_nothing() {
     );
     rt.assert_clean();
 }
+
+#[test]
+fn exec_runs_more_processes_in_the_container() {
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &[]);
+    write_config(&bundle, &["sleep", "1000"], |spec| {
+        spec["hostname"] = serde_json::json!("exec-host");
+    });
+    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Foreground: its output, its exit status, the container's namespaces.
+    let out = rt.husk(&["exec", "c1", "sh", "-c", "hostname; echo err >&2; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "exec-host\n",
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{}",
+        describe(&out)
+    );
+
+    // --process, as containerd's runc shim passes it, with env and cwd.
+    let process = dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        r#"{"args":["sh","-c","echo $X; pwd"],"cwd":"/tmp","env":["PATH=/bin","X=from-process"],"user":{"uid":0,"gid":0}}"#,
+    )
+    .unwrap();
+    let out = rt.husk(&["exec", "--process", b(&process), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from-process\n/tmp\n",
+        "{}",
+        describe(&out)
+    );
+
+    // Detached: a pid file, and the process shows in ps.
+    let pid_file = dir.path().join("exec.pid");
+    let out = rt.husk_leaving_monitor(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        b(&pid_file),
+        "c1",
+        "sleep",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "nothing stands for the detached exec"
+    );
+    let out = rt.husk(&["ps", "--format", "json", "c1"]);
+    let pids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+
+    let out = rt.husk(&["exec", "c1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give the command"),
+        "{}",
+        describe(&out)
+    );
+    let out = rt.husk(&["exec", "nope", "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = rt.husk(&["delete", "--force", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // The detached exec's stand-in ends with the container.
+    assert!(
+        wait_until(Duration::from_secs(30), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the detached exec outlived its container"
+    );
+    rt.assert_clean();
+}

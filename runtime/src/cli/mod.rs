@@ -6,6 +6,7 @@ pub mod check;
 pub mod create;
 pub mod delete;
 pub mod events;
+pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
@@ -101,6 +102,8 @@ pub enum Command {
     Kill(kill::KillArgs),
     /// Delete a container.
     Delete(delete::DeleteArgs),
+    /// Run another process in a running container.
+    Exec(exec::ExecArgs),
     /// Create and start a container.
     Run(run::RunArgs),
     /// List containers.
@@ -162,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(args) => state::run(args, &g),
         Command::Kill(args) => kill::run(args, &g),
         Command::Delete(args) => delete::run(args, &g),
+        Command::Exec(args) => exec::run(args, &g),
         Command::Run(args) => run::run(args, &g),
         Command::List(args) => list::run(args, &g),
         Command::Ps(args) => ps::run(args, &g),

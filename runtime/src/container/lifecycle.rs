@@ -128,10 +128,6 @@ fn start_monitor(
         exit_status: None,
         oom_killed: false,
     })?;
-    // Close-on-exec: only the dup at fd 3 reaches the monitor, so its close
-    // is the end of the report.
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| LifecycleError::SpawnMonitor(e.into()))?;
     let exe = std::env::current_exe().map_err(LifecycleError::SpawnMonitor)?;
     let mut command = Command::new(exe);
     command.arg("--root").arg(&opts.root).args(&opts.log_args);
@@ -148,36 +144,56 @@ fn start_monitor(
         command.arg("--console-socket").arg(socket);
     }
     command.arg(&opts.id);
+    let (monitor, report) = spawn_reporting(command).map_err(LifecycleError::SpawnMonitor)?;
+    let monitor = finish_report(monitor, &report, opts.pid_file.as_deref(), &opts.id)?;
+    Ok(CreatedContainer {
+        monitor,
+        dir: dir.clone(),
+    })
+}
+
+/// Starts `command` (a `husk` that reports `ok` or `error: …` on fd 3 and
+/// then stays) in its own session, with our stdio, and reads its report.
+pub fn spawn_reporting(mut command: Command) -> std::io::Result<(Child, String)> {
+    // Close-on-exec: only the dup at fd 3 reaches the child, so its close
+    // is the end of the report.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let notify_fd = write_end.as_raw_fd();
     let setup = move || monitor_child_setup(notify_fd);
     // SAFETY: the closure makes only raw system calls (setsid, dup2).
     unsafe { command.pre_exec(setup) };
-    let mut monitor = command.spawn().map_err(LifecycleError::SpawnMonitor)?;
+    let child = command.spawn()?;
     drop(write_end);
-    let report = read_report(read_end);
+    Ok((child, read_report(read_end)))
+}
+
+/// The child (its pid written to `pid_file`) if it reported `ok`, else
+/// the error it reported (the child killed and reaped).
+pub fn finish_report(
+    mut child: Child,
+    report: &str,
+    pid_file: Option<&Path>,
+    id: &str,
+) -> Result<Child, LifecycleError> {
     if report.trim() == "ok" {
-        if let Some(pid_file) = &opts.pid_file {
-            write_pid_file(pid_file, monitor.id())?;
+        if let Some(pid_file) = pid_file {
+            write_pid_file(pid_file, child.id())?;
         }
-        return Ok(CreatedContainer {
-            monitor,
-            dir: dir.clone(),
-        });
+        return Ok(child);
     }
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    let _ = child.kill();
+    let _ = child.wait();
     let why = report
         .trim()
         .strip_prefix("error: ")
         .unwrap_or(report.trim());
     let why = if why.is_empty() {
-        "the container monitor ended without a report (see its log)".to_string()
+        "the process standing for it ended without a report (see its log)".to_string()
     } else {
         why.to_string()
     };
     Err(LifecycleError::CreateFailed(format!(
-        "container {:?}: {why}",
-        opts.id
+        "container {id:?}: {why}"
     )))
 }
 

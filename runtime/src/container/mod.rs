@@ -2,6 +2,7 @@
 //! (the monitor) that stands for it.
 
 pub mod console;
+pub mod exec;
 pub mod lifecycle;
 pub mod monitor;
 pub mod sizing;

@@ -164,7 +164,7 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
 }
 
 /// Writes `line` to the creator's notify pipe and closes it.
-fn notify(pipe: Option<std::fs::File>, line: &str) {
+pub(crate) fn notify(pipe: Option<std::fs::File>, line: &str) {
     if let Some(mut pipe) = pipe {
         let _ = pipe.write_all(line.as_bytes());
     }
@@ -173,15 +173,13 @@ fn notify(pipe: Option<std::fs::File>, line: &str) {
 /// Runs the monitor to the end; returns its exit status (the container's).
 pub fn run(req: MonitorRequest, notify_pipe: Option<std::fs::File>) -> i32 {
     // Signals are taken by one thread; block them before any thread starts.
-    let mut signals = SigSet::empty();
-    for s in FORWARDED {
-        signals.add(*s);
-    }
-    signals.add(Signal::SIGWINCH);
-    if let Err(e) = signals.thread_block() {
-        notify(notify_pipe, &format!("error: cannot block signals: {e}\n"));
-        return 1;
-    }
+    let signals = match block_forwarded_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            notify(notify_pipe, &format!("error: cannot block signals: {e}\n"));
+            return 1;
+        }
+    };
     let dir = match ContainerDir::open(&req.root, &req.id) {
         Ok(d) => d,
         Err(e) => {
@@ -224,7 +222,7 @@ fn wait_and_end(created: Created, dir: &ContainerDir, signals: SigSet) -> i32 {
     {
         let client = client.clone();
         let id = id.clone();
-        std::thread::spawn(move || forward_signals(&client, &id, signals, tty));
+        std::thread::spawn(move || forward_signals(&client, &id, "", signals, tty));
     }
     let waited = client.wait_process(&id, "");
     bridge.finish(DRAIN_TIMEOUT);
@@ -258,20 +256,38 @@ fn wait_and_end(created: Created, dir: &ContainerDir, signals: SigSet) -> i32 {
 
 /// Passes signals the monitor gets on to the container's init; SIGWINCH
 /// becomes a resize of the guest pty.
-fn forward_signals(client: &AgentClient, id: &str, signals: SigSet, tty: Option<OwnedFd>) {
+pub(crate) fn forward_signals(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    signals: SigSet,
+    tty: Option<OwnedFd>,
+) {
     if let Some((rows, cols)) = tty.as_ref().and_then(window_size) {
-        let _ = client.resize_tty(id, "", rows, cols);
+        let _ = client.resize_tty(id, exec_id, rows, cols);
     }
     loop {
         let Ok(signal) = signals.wait() else { continue };
         if signal == Signal::SIGWINCH {
             if let Some((rows, cols)) = tty.as_ref().and_then(window_size) {
-                let _ = client.resize_tty(id, "", rows, cols);
+                let _ = client.resize_tty(id, exec_id, rows, cols);
             }
             continue;
         }
-        if let Err(e) = client.signal_process(id, "", signal as u32, false) {
+        if let Err(e) = client.signal_process(id, exec_id, signal as u32, false) {
             log::warn!("container {id}: cannot forward {signal}: {e}");
         }
     }
+}
+
+/// Blocks the signals a monitor forwards (and SIGWINCH) in the calling
+/// thread, before any other thread starts, so only `forward_signals` takes them.
+pub(crate) fn block_forwarded_signals() -> nix::Result<SigSet> {
+    let mut signals = SigSet::empty();
+    for s in FORWARDED {
+        signals.add(*s);
+    }
+    signals.add(Signal::SIGWINCH);
+    signals.thread_block()?;
+    Ok(signals)
 }
