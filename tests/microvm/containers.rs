@@ -385,3 +385,41 @@ fn exec_runs_more_processes_in_the_container() {
     );
     rt.assert_clean();
 }
+
+#[test]
+fn pause_resume_update_and_events_reach_the_guest_cgroup() {
+    let rt = Runtime::new();
+    let (_d, bundle) = bundle(&["sleep", "1000"]);
+    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let out = rt.husk(&["update", "--memory", "67108864", "--pids-limit", "50", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = rt.husk(&["events", "--stats", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["type"], "stats", "{event}");
+    assert_eq!(
+        event["data"]["memory"]["usage"]["limit"], 67_108_864,
+        "{event}"
+    );
+    assert_eq!(event["data"]["pids"]["limit"], 50, "{event}");
+    assert_eq!(event["data"]["pids"]["current"], 1, "{event}");
+
+    let out = rt.husk(&["pause", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(rt.state("c1")["status"], "paused");
+    let out = rt.husk(&["resume", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(rt.state("c1")["status"], "running");
+
+    let out = rt.husk(&["update", "c1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to update"),
+        "{}",
+        describe(&out)
+    );
+    let out = rt.husk(&["delete", "--force", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    rt.assert_clean();
+}

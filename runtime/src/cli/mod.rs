@@ -18,6 +18,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 pub mod vmm;
 
 use std::path::PathBuf;
@@ -116,6 +117,8 @@ pub enum Command {
     Resume(pause::PauseArgs),
     /// A container's resource usage.
     Events(events::EventsArgs),
+    /// Change a container's resources.
+    Update(update::UpdateArgs),
     /// Write a default config.json.
     Spec(spec::SpecArgs),
     /// Print the runtime's features.
@@ -172,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => pause::pause(args, &g),
         Command::Resume(args) => pause::resume(args, &g),
         Command::Events(args) => events::run(args, &g),
+        Command::Update(args) => update::run(args, &g),
         Command::Spec(args) => spec::run(args),
         Command::Features => features::run(),
         Command::Vmm(args) => vmm::run(args),
