@@ -423,3 +423,105 @@ fn pause_resume_update_and_events_reach_the_guest_cgroup() {
     assert!(out.status.success(), "{}", describe(&out));
     rt.assert_clean();
 }
+
+/// Receives the pty master a runtime sends over a console socket, as
+/// containerd's runc shim and conmon do.
+fn receive_console(listener: std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the descriptor was just received and is ours alone.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor on the console socket");
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket_with_its_size() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &[]);
+    write_config(
+        &bundle,
+        &[
+            "sh",
+            "-c",
+            "sleep 2; stty size; read line; echo got:$line; exit 4",
+        ],
+        |spec| {
+            spec["process"]["terminal"] = serde_json::json!(true);
+        },
+    );
+    let socket = dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || receive_console(listener));
+    let out = rt.husk_leaving_monitor(&[
+        "create",
+        "--console-socket",
+        b(&socket),
+        "--bundle",
+        b(&bundle),
+        "c1",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let master = receiver.join().unwrap();
+    let ws = libc::winsize {
+        ws_row: 30,
+        ws_col: 90,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    let out = rt.husk(&["start", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut tty = std::fs::File::from(master);
+    tty.write_all(b"hello\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("got:hello")
+        && std::time::Instant::now() < deadline
+    {
+        match tty.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    assert!(
+        seen.contains("30 90"),
+        "the guest pty did not get the size: {seen:?}"
+    );
+    assert!(
+        seen.contains("got:hello"),
+        "input did not reach the process: {seen:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || rt.state("c1")["status"]
+            == "stopped"),
+        "{}",
+        rt.state("c1")
+    );
+    let out = rt.husk(&["delete", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    rt.assert_clean();
+}
