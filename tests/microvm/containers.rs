@@ -424,31 +424,6 @@ fn pause_resume_update_and_events_reach_the_guest_cgroup() {
     rt.assert_clean();
 }
 
-/// Receives the pty master a runtime sends over a console socket, as
-/// containerd's runc shim and conmon do.
-fn receive_console(listener: std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let (conn, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 256];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    for c in msg.cmsgs().unwrap() {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the descriptor was just received and is ours alone.
-            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
-        }
-    }
-    panic!("no descriptor on the console socket");
-}
-
 #[test]
 fn a_terminal_goes_to_the_console_socket_with_its_size() {
     use std::io::{Read, Write};
@@ -469,7 +444,7 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
     );
     let socket = dir.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let receiver = std::thread::spawn(move || receive_console(listener));
+    let receiver = std::thread::spawn(move || husk::container::console::receive_console(&listener));
     let out = rt.husk_leaving_monitor(&[
         "create",
         "--console-socket",
@@ -479,7 +454,7 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
         "c1",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
-    let master = receiver.join().unwrap();
+    let master = receiver.join().unwrap().expect("the pty master");
     let ws = libc::winsize {
         ws_row: 30,
         ws_col: 90,

@@ -3,30 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// Applets linked into the test rootfs.
-const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "true", "false", "sleep", "id", "env", "pwd", "hostname", "ls", "mount",
-    "stty", "touch", "grep", "wc", "dd", "head", "ps", "kill", "test", "printf", "uname",
-];
-
-/// Makes `dir/rootfs` (busybox and its applets, /etc/passwd and group)
+/// Makes `dir/rootfs` ([`crate::busybox_rootfs`])
 /// and `dir/config.json` running `args`; returns `dir`.
 pub fn busybox_bundle(dir: &Path, args: &[&str]) -> PathBuf {
-    let rootfs = dir.join("rootfs");
-    for sub in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(rootfs.join(sub)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-        .expect("copy /bin/busybox (apt-get install busybox-static)");
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    crate::busybox_rootfs(&dir.join("rootfs")).expect("build a busybox rootfs");
     write_config(dir, args, |_| {});
     dir.to_path_buf()
 }

@@ -161,7 +161,9 @@ pub fn busybox_rootfs(rootfs: &Path) -> std::io::Result<()> {
     }
     let busybox = rootfs.join("bin/busybox");
     std::fs::copy(static_busybox(), &busybox)?;
-    let list = Command::new(&busybox).arg("--list").output()?;
+    // Ask the original, not the fresh copy: a child another test thread
+    // forks meanwhile may still hold the copy open for writing (ETXTBSY).
+    let list = Command::new(static_busybox()).arg("--list").output()?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim();
         if applet.is_empty() || applet == "busybox" || applet.contains('/') {

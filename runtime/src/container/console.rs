@@ -3,12 +3,12 @@
 //! monitor keeps the slave, bridged to the guest pty over vsock.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::pty::openpty;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 /// Why the console could not be set up.
@@ -52,6 +52,32 @@ pub fn send_console(socket: &Path) -> Result<OwnedFd, ConsoleSocketError> {
     Ok(pty.slave)
 }
 
+/// The other end of [`send_console`], as containerd's runc shim and
+/// conmon run it: accepts one connection and takes the descriptor it sends.
+pub fn receive_console(listener: &UnixListener) -> std::io::Result<OwnedFd> {
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the descriptor was just received and is ours alone.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "no descriptor came over the console socket",
+    ))
+}
+
 /// Makes `tty` the controlling terminal of this process (a session
 /// leader), so window-size changes on the master arrive as SIGWINCH.
 pub fn take_controlling_terminal(tty: &OwnedFd) -> std::io::Result<()> {
@@ -78,7 +104,6 @@ pub fn window_size(tty: &OwnedFd) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::socket::{recvmsg, ControlMessageOwned};
     use std::os::unix::net::UnixListener;
 
     #[test]
@@ -86,25 +111,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let receiver = std::thread::spawn(move || {
-            let (conn, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 64];
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-            let msg = recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::empty(),
-            )
-            .unwrap();
-            msg.cmsgs()
-                .unwrap()
-                .any(|c| matches!(c, ControlMessageOwned::ScmRights(fds) if fds.len() == 1))
-        });
+        let receiver = std::thread::spawn(move || receive_console(&listener));
         let slave = send_console(&path).unwrap();
         assert!(window_size(&slave).is_none(), "a fresh pty has no size");
-        assert!(receiver.join().unwrap(), "no fd received");
+        let master = receiver
+            .join()
+            .unwrap()
+            .expect("a descriptor on the socket");
+        assert!(
+            nix::unistd::isatty(master.as_raw_fd()).unwrap(),
+            "not a pty master"
+        );
         let err = send_console(Path::new("/nonexistent/c.sock")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.sock"));
     }
