@@ -9,6 +9,8 @@
 
 pub mod fs;
 pub mod mmio;
+#[cfg(test)]
+pub(crate) mod test_utils;
 pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};

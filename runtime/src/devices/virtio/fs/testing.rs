@@ -9,7 +9,6 @@ use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRI
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -66,16 +65,12 @@ impl<'a> Guest<'a> {
     }
 
     pub fn ctx(&self) -> ActivateContext {
-        ActivateContext {
-            mem: self.mem.clone(),
-            interrupt: self.interrupt.clone(),
-            queues: self
-                .queues
-                .iter()
-                .map(|q| q.create_queue::<Queue>().unwrap())
-                .collect(),
-            queue_evts: self.evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-        }
+        crate::devices::virtio::test_utils::activate_context(
+            self.mem,
+            &self.interrupt,
+            &self.queues,
+            &self.evts,
+        )
     }
 
     /// Room for `len` bytes in guest memory (requests run one at a time,

@@ -16,6 +16,7 @@ use vm_memory::ByteValued;
 use super::*;
 use crate::devices::virtio::fs::testing::*;
 use crate::devices::virtio::fs::FsWorkerHandle;
+use crate::devices::virtio::test_utils;
 use crate::devices::virtio::VIRTIO_MMIO_INT_VRING;
 
 const TAG: &str = "husk";
@@ -716,25 +717,10 @@ const SECCOMP_CHILD_DIR: &str = "HUSK_FS_SECCOMP_CHILD_DIR";
 /// this test.
 #[test]
 fn the_worker_stays_within_the_fs_seccomp_filter() {
-    let Some(dir) = std::env::var_os(SECCOMP_CHILD_DIR) else {
-        let dir = tempfile::tempdir().unwrap();
-        let name =
-            "devices::virtio::fs::device::tests::the_worker_stays_within_the_fs_seccomp_filter";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(SECCOMP_CHILD_DIR, dir.path())
-            // Capturing a backtrace needs calls the filter forbids.
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "child: {:?}\n{stdout}\n{stderr}",
-            out.status
-        );
-        assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+    let Some(dir) = test_utils::rerun_in_child(
+        "devices::virtio::fs::device::tests::the_worker_stays_within_the_fs_seccomp_filter",
+        SECCOMP_CHILD_DIR,
+    ) else {
         return;
     };
     let dir = Path::new(&dir);

@@ -15,9 +15,11 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::GuestAddress;
 
 use super::*;
+use crate::devices::virtio::test_utils;
 use crate::devices::virtio::vsock::connection::TX_BUF_SIZE;
 use crate::devices::virtio::vsock::muxer::FIRST_LOCAL_PORT;
 use crate::devices::virtio::vsock::packet::{op, shutdown, TYPE_STREAM};
+use crate::devices::virtio::vsock::testing::guest_hdr as hdr;
 use crate::devices::virtio::VIRTIO_MMIO_INT_VRING;
 
 const GUEST_CID: u64 = 3;
@@ -58,16 +60,12 @@ impl<'a> Guest<'a> {
     }
 
     fn ctx(&self) -> ActivateContext {
-        ActivateContext {
-            mem: self.mem.clone(),
-            interrupt: self.interrupt.clone(),
-            queues: self
-                .queues
-                .iter()
-                .map(|q| q.create_queue::<Queue>().unwrap())
-                .collect(),
-            queue_evts: self.evts.iter().map(|e| e.try_clone().unwrap()).collect(),
-        }
+        crate::devices::virtio::test_utils::activate_context(
+            self.mem,
+            &self.interrupt,
+            &self.queues,
+            &self.evts,
+        )
     }
 
     fn offer(&self, q: usize, head: u16) {
@@ -177,20 +175,6 @@ impl<'a> Guest<'a> {
 
     fn tx_used(&self) -> u16 {
         self.queues[TXQ].used().idx().load()
-    }
-}
-
-/// A header from guest port `src` to host port `dst`.
-fn hdr(op: u16, src: u32, dst: u32) -> Header {
-    Header {
-        src_cid: GUEST_CID,
-        dst_cid: HOST_CID,
-        src_port: src,
-        dst_port: dst,
-        type_: TYPE_STREAM,
-        op,
-        buf_alloc: 64 * 1024,
-        ..Header::default()
     }
 }
 
@@ -649,24 +633,10 @@ const SECCOMP_CHILD_DIR: &str = "HUSK_VSOCK_SECCOMP_CHILD_DIR";
 /// so the work happens in a child process running just this test.
 #[test]
 fn the_event_loop_stays_within_the_vmm_seccomp_filter() {
-    let Some(dir) = std::env::var_os(SECCOMP_CHILD_DIR) else {
-        let dir = tempfile::tempdir().unwrap();
-        let name = "devices::virtio::vsock::device::tests::the_event_loop_stays_within_the_vmm_seccomp_filter";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(SECCOMP_CHILD_DIR, dir.path())
-            // Capturing a backtrace needs calls the filter forbids.
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "child: {:?}\n{stdout}\n{stderr}",
-            out.status
-        );
-        assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+    let Some(dir) = test_utils::rerun_in_child(
+        "devices::virtio::vsock::device::tests::the_event_loop_stays_within_the_vmm_seccomp_filter",
+        SECCOMP_CHILD_DIR,
+    ) else {
         return;
     };
     // Everything that needs more than the VMM's calls happens first.
