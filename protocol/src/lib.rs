@@ -4,7 +4,8 @@
 
 #![allow(missing_docs)]
 
-/// The protobuf messages.
+/// What ttrpc-codegen generates: protobuf messages and the ttrpc glue
+/// (`agent_ttrpc` refers to its messages as `super::agent`).
 #[allow(
     clippy::all,
     clippy::pedantic,
@@ -15,24 +16,19 @@
     unused_imports,
     dead_code
 )]
-pub mod agent {
-    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+mod generated {
+    /// The protobuf messages.
+    pub mod agent {
+        include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+    }
+
+    /// The ttrpc client and server glue.
+    pub mod agent_ttrpc {
+        include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+    }
 }
 
-/// The ttrpc client and server glue.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    unused_mut,
-    unused_qualifications,
-    non_camel_case_types,
-    non_upper_case_globals,
-    unused_imports,
-    dead_code
-)]
-pub mod agent_ttrpc {
-    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
-}
+pub use generated::{agent, agent_ttrpc};
 
 /// The vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
