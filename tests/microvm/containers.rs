@@ -52,6 +52,20 @@ impl Runtime {
         }
     }
 
+    /// `husk ARGS`, which must succeed.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.husk(args);
+        assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
+        out
+    }
+
+    /// [`Runtime::husk_leaving_monitor`], which must succeed.
+    fn ok_leaving_monitor(&self, args: &[&str]) -> Output {
+        let out = self.husk_leaving_monitor(args);
+        assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
+        out
+    }
+
     fn state(&self, id: &str) -> serde_json::Value {
         let out = self.husk(&["state", id]);
         assert!(out.status.success(), "{}", describe(&out));
@@ -157,8 +171,7 @@ fn create_start_state_kill_delete() {
         "the monitor is not running"
     );
 
-    let out = rt.husk(&["start", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["start", "c1"]);
     assert_eq!(rt.state("c1")["status"], "running");
     let out = rt.husk(&["start", "c1"]);
     assert!(!out.status.success(), "a second start must fail");
@@ -168,8 +181,7 @@ fn create_start_state_kill_delete() {
         describe(&out)
     );
 
-    let out = rt.husk(&["ps", "--format", "json", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = rt.ok(&["ps", "--format", "json", "c1"]);
     let pids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pids.len(), 1, "{pids:?}");
 
@@ -179,16 +191,14 @@ fn create_start_state_kill_delete() {
         "deleting a running container needs --force"
     );
 
-    let out = rt.husk(&["kill", "c1", "KILL"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["kill", "c1", "KILL"]);
     assert!(
         wait_until(Duration::from_secs(60), || rt.state("c1")["status"]
             == "stopped"),
         "not stopped after SIGKILL: {}",
         rt.state("c1")
     );
-    let out = rt.husk(&["delete", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["delete", "c1"]);
     rt.assert_clean();
 }
 
@@ -196,13 +206,11 @@ fn create_start_state_kill_delete() {
 fn delete_force_takes_a_running_container_and_its_vm_down() {
     let rt = Runtime::new();
     let (_d, bundle) = bundle(&["sleep", "1000"]);
-    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
     assert_eq!(rt.state("c1")["status"], "running");
     let list = rt.husk(&["list", "--quiet"]);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "c1");
-    let out = rt.husk(&["delete", "--force", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["delete", "--force", "c1"]);
     rt.assert_clean();
 }
 
@@ -229,8 +237,7 @@ fn the_process_sees_its_spec() {
         }));
         },
     );
-    let out = rt.husk(&["run", "--bundle", b(&bundle), "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = rt.ok(&["run", "--bundle", b(&bundle), "c1"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "bar baz\n/tmp\n65534\n65534\ninside\nfrom the host\n",
@@ -301,8 +308,7 @@ fn exec_runs_more_processes_in_the_container() {
     write_config(&bundle, &["sleep", "1000"], |spec| {
         spec["hostname"] = serde_json::json!("exec-host");
     });
-    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
 
     // Foreground: its output, its exit status, the container's namespaces.
     let out = rt.husk(&["exec", "c1", "sh", "-c", "hostname; echo err >&2; exit 5"]);
@@ -326,8 +332,7 @@ fn exec_runs_more_processes_in_the_container() {
         r#"{"args":["sh","-c","echo $X; pwd"],"cwd":"/tmp","env":["PATH=/bin","X=from-process"],"user":{"uid":0,"gid":0}}"#,
     )
     .unwrap();
-    let out = rt.husk(&["exec", "--process", b(&process), "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = rt.ok(&["exec", "--process", b(&process), "c1"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "from-process\n/tmp\n",
@@ -373,8 +378,7 @@ fn exec_runs_more_processes_in_the_container() {
         describe(&out)
     );
 
-    let out = rt.husk(&["delete", "--force", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["delete", "--force", "c1"]);
     // The detached exec's stand-in ends with the container.
     assert!(
         wait_until(Duration::from_secs(30), || !Path::new(&format!(
@@ -390,13 +394,10 @@ fn exec_runs_more_processes_in_the_container() {
 fn pause_resume_update_and_events_reach_the_guest_cgroup() {
     let rt = Runtime::new();
     let (_d, bundle) = bundle(&["sleep", "1000"]);
-    let out = rt.husk_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
 
-    let out = rt.husk(&["update", "--memory", "67108864", "--pids-limit", "50", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let out = rt.husk(&["events", "--stats", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["update", "--memory", "67108864", "--pids-limit", "50", "c1"]);
+    let out = rt.ok(&["events", "--stats", "c1"]);
     let event: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(event["type"], "stats", "{event}");
     assert_eq!(
@@ -406,11 +407,9 @@ fn pause_resume_update_and_events_reach_the_guest_cgroup() {
     assert_eq!(event["data"]["pids"]["limit"], 50, "{event}");
     assert_eq!(event["data"]["pids"]["current"], 1, "{event}");
 
-    let out = rt.husk(&["pause", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["pause", "c1"]);
     assert_eq!(rt.state("c1")["status"], "paused");
-    let out = rt.husk(&["resume", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["resume", "c1"]);
     assert_eq!(rt.state("c1")["status"], "running");
 
     let out = rt.husk(&["update", "c1"]);
@@ -419,8 +418,7 @@ fn pause_resume_update_and_events_reach_the_guest_cgroup() {
         "{}",
         describe(&out)
     );
-    let out = rt.husk(&["delete", "--force", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["delete", "--force", "c1"]);
     rt.assert_clean();
 }
 
@@ -466,8 +464,7 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
         0
     );
-    let out = rt.husk(&["start", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["start", "c1"]);
     let mut tty = std::fs::File::from(master);
     tty.write_all(b"hello\n").unwrap();
     let mut seen = Vec::new();
@@ -496,7 +493,6 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
         "{}",
         rt.state("c1")
     );
-    let out = rt.husk(&["delete", "c1"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    rt.ok(&["delete", "c1"]);
     rt.assert_clean();
 }
