@@ -139,9 +139,9 @@ pub enum AgentCallError {
     Call {
         /// The method.
         call: &'static str,
-        /// ttrpc's error (transport or the agent's status).
+        /// The agent's refusal or ttrpc's own failure.
         #[source]
-        source: ttrpc::Error,
+        source: CallFailure,
     },
     /// The agent speaks another API version.
     #[error(
@@ -154,6 +154,43 @@ pub enum AgentCallError {
         /// The agent's build version.
         agent_version: String,
     },
+}
+
+/// How one agent call failed. An agent that answered with an error status
+/// is reported by its message alone (it is the whole story, and it reaches
+/// users: podman and containerd print it); a transport failure is ttrpc's.
+#[derive(Debug)]
+pub struct CallFailure(pub ttrpc::Error);
+
+impl CallFailure {
+    /// The status code, if the agent answered.
+    pub fn code(&self) -> Option<ttrpc::Code> {
+        match &self.0 {
+            ttrpc::Error::RpcStatus(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ttrpc::Error::RpcStatus(s) if s.message().is_empty() => {
+                write!(f, "the agent answered {:?}", s.code())
+            }
+            ttrpc::Error::RpcStatus(s) => f.write_str(s.message()),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CallFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            ttrpc::Error::RpcStatus(_) => None,
+            other => other.source(),
+        }
+    }
 }
 
 /// The agent's version.
@@ -218,7 +255,7 @@ impl AgentClient {
                 .version(self.ctx(), &req)
                 .map_err(|source| AgentCallError::Call {
                     call: "Version",
-                    source,
+                    source: CallFailure(source),
                 })?;
         if resp.api_version != API_VERSION {
             return Err(AgentCallError::ApiMismatch {
@@ -238,7 +275,7 @@ impl AgentClient {
             .health(self.ctx(), &Empty::new())
             .map_err(|source| AgentCallError::Call {
                 call: "Health",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -248,7 +285,7 @@ impl AgentClient {
             .guest_details(self.ctx(), &Empty::new())
             .map_err(|source| AgentCallError::Call {
                 call: "GuestDetails",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -260,7 +297,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "Shutdown",
-                source,
+                source: CallFailure(source),
             })
     }
 }
@@ -307,7 +344,7 @@ impl AgentClient {
             .map(|r| r.pid)
             .map_err(|source| AgentCallError::Call {
                 call: "CreateContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -318,7 +355,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "StartContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -329,7 +366,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "RemoveContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -353,7 +390,7 @@ impl AgentClient {
             .map(|r| r.pid)
             .map_err(|source| AgentCallError::Call {
                 call: "ExecProcess",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -378,7 +415,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "SignalProcess",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -392,7 +429,7 @@ impl AgentClient {
             .wait_process(self.blocking_ctx(), &process(id, exec_id))
             .map_err(|source| AgentCallError::Call {
                 call: "WaitProcess",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -402,7 +439,7 @@ impl AgentClient {
             .list_processes(self.ctx(), &container(id))
             .map_err(|source| AgentCallError::Call {
                 call: "ListProcesses",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -412,7 +449,7 @@ impl AgentClient {
             .container_stats(self.ctx(), &container(id))
             .map_err(|source| AgentCallError::Call {
                 call: "ContainerStats",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -436,7 +473,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "ResizeTty",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -447,7 +484,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "CloseStdin",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -467,7 +504,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "UpdateContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -478,7 +515,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "PauseContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -489,7 +526,7 @@ impl AgentClient {
             .map(|_| ())
             .map_err(|source| AgentCallError::Call {
                 call: "ResumeContainer",
-                source,
+                source: CallFailure(source),
             })
     }
 
@@ -499,7 +536,7 @@ impl AgentClient {
             .get_oom_event(self.blocking_ctx(), &Empty::new())
             .map_err(|source| AgentCallError::Call {
                 call: "GetOomEvent",
-                source,
+                source: CallFailure(source),
             })
     }
 }
@@ -603,6 +640,33 @@ pub fn attach_stdio(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_reads_as_the_agents_message() {
+        let refused = AgentCallError::Call {
+            call: "CreateContainer",
+            source: CallFailure(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                "process.args[0]: \"/x\": No such file or directory",
+            ))),
+        };
+        assert_eq!(
+            crate::error_chain(&refused),
+            "agent call CreateContainer: process.args[0]: \"/x\": No such file or directory"
+        );
+        let AgentCallError::Call { source, .. } = &refused else {
+            unreachable!()
+        };
+        assert_eq!(source.code(), Some(ttrpc::Code::FAILED_PRECONDITION));
+        let bare = CallFailure(ttrpc::Error::RpcStatus(ttrpc::get_status(
+            ttrpc::Code::NOT_FOUND,
+            "",
+        )));
+        assert_eq!(bare.to_string(), "the agent answered NOT_FOUND");
+        let lost = CallFailure(ttrpc::Error::RemoteClosed);
+        assert_eq!(lost.code(), None);
+        assert_eq!(lost.to_string(), "ttrpc err: remote stream closed");
+    }
 
     #[test]
     fn stdio_headers_name_the_init_as_a_dash() {

@@ -56,7 +56,7 @@ pub enum ExecError {
     #[error(transparent)]
     Attach(#[from] AttachStdioError),
     /// The agent refused it.
-    #[error("{0}")]
+    #[error(transparent)]
     Call(#[from] AgentCallError),
     /// Signals could not be set up.
     #[error("cannot block signals")]

@@ -97,7 +97,7 @@ pub enum CreateContainerError {
     #[error(transparent)]
     Agent(#[from] WaitAgentError),
     /// The agent refused the container.
-    #[error("{0}")]
+    #[error(transparent)]
     Call(#[from] AgentCallError),
     /// A stdio stream could not be attached.
     #[error(transparent)]
