@@ -4,6 +4,7 @@
 mod containers;
 mod differential;
 mod fs;
+mod podman;
 
 use std::time::Duration;
 
