@@ -77,7 +77,7 @@ pub struct StdioBridge {
 }
 
 /// Copies until EOF or an error; returns the bytes copied.
-fn pump(mut from: impl Read, mut to: impl Write) -> u64 {
+pub fn pump(mut from: impl Read, mut to: impl Write) -> u64 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {

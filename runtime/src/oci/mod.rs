@@ -197,8 +197,14 @@ pub struct GuestLayout {
 }
 
 impl GuestLayout {
-    /// The layout for a bundle: `rootfs` and `mounts/<index>`.
+    /// The layout for a bundle alone in its VM: `rootfs` and `mounts/<index>`.
     pub fn for_bundle(bundle: &Bundle) -> Self {
+        Self::for_bundle_under(bundle, Path::new(""))
+    }
+
+    /// The layout for one bundle of several sharing a VM: `rootfs` and
+    /// `mounts/<index>` under `prefix` (relative to the shared directory).
+    pub fn for_bundle_under(bundle: &Bundle, prefix: &Path) -> Self {
         let root_readonly = bundle
             .spec
             .root()
@@ -207,14 +213,14 @@ impl GuestLayout {
             .unwrap_or(false);
         let mut binds = vec![SharedBind {
             source: bundle.rootfs.clone(),
-            target: PathBuf::from("rootfs"),
+            target: prefix.join("rootfs"),
             readonly: root_readonly,
         }];
         for (index, m) in bundle.spec.mounts().iter().flatten().enumerate() {
             if let Some(source) = bind_source(m) {
                 binds.push(SharedBind {
                     source: bundle.dir.join(source),
-                    target: PathBuf::from(format!("mounts/{index}")),
+                    target: prefix.join(format!("mounts/{index}")),
                     readonly: m.options().iter().flatten().any(|o| o == "ro"),
                 });
             }
@@ -226,8 +232,13 @@ impl GuestLayout {
 /// The spec the agent gets: guest paths for the rootfs and bind sources,
 /// and no network namespace (the guest's network is the pod's).
 pub fn guest_spec(bundle: &Bundle) -> Spec {
+    guest_spec_under(bundle, Path::new(""))
+}
+
+/// [`guest_spec`] for a bundle laid out by [`GuestLayout::for_bundle_under`].
+pub fn guest_spec_under(bundle: &Bundle, prefix: &Path) -> Spec {
     let mut spec = bundle.spec.clone();
-    let shared = Path::new(GUEST_SHARED_DIR);
+    let shared = Path::new(GUEST_SHARED_DIR).join(prefix);
     if let Some(root) = spec.root_mut() {
         root.set_path(shared.join("rootfs"));
     }
@@ -321,6 +332,24 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(ns.len(), 1, "the network namespace is the guest's");
+    }
+
+    #[test]
+    fn bundles_sharing_a_vm_are_laid_out_under_their_prefix() {
+        let (_dir, b) = bundle_with(GOOD);
+        let b = b.unwrap();
+        let layout = GuestLayout::for_bundle_under(&b, Path::new("c2"));
+        assert_eq!(layout.binds[0].target, PathBuf::from("c2/rootfs"));
+        assert_eq!(layout.binds[1].target, PathBuf::from("c2/mounts/1"));
+        let spec = guest_spec_under(&b, Path::new("c2"));
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            Path::new("/run/husk/shared/c2/rootfs")
+        );
+        assert_eq!(
+            spec.mounts().as_ref().unwrap()[1].source().as_deref(),
+            Some(Path::new("/run/husk/shared/c2/mounts/1"))
+        );
     }
 
     #[test]

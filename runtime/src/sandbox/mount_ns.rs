@@ -37,6 +37,15 @@ pub struct Binds {
     binds: Vec<PreparedBind>,
 }
 
+/// `Ok` for a zero return, else the OS error.
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn cstring(path: &Path) -> Result<CString, PrepareBindsError> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| PrepareBindsError::Nul(path.to_path_buf()))
@@ -78,13 +87,6 @@ impl Binds {
     /// that receives nothing from the host's, then the binds. Only raw
     /// system calls: the child must not allocate.
     pub fn apply(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        };
         // SAFETY: unshare takes no pointers.
         check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
         // SAFETY: the target is a static C string; the other pointers may be null for MS_PRIVATE.
@@ -97,6 +99,12 @@ impl Binds {
                 std::ptr::null(),
             )
         })?;
+        self.mount_all()
+    }
+
+    /// Makes the binds in the calling process's mount namespace (one the
+    /// caller made its own). Only raw system calls, as [`Binds::apply`].
+    pub fn mount_all(&self) -> std::io::Result<()> {
         for bind in &self.binds {
             // SAFETY: source and target are NUL-terminated strings that live
             // in `self` for the whole call.
