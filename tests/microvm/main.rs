@@ -1,6 +1,7 @@
 //! The microVM suite: boots husk's real guest kernel and agent and talks
 //! to it. Runs inside `tests/kvm-host` (or directly on hardware KVM).
 
+mod containerd;
 mod containers;
 mod differential;
 mod fs;

@@ -2,6 +2,8 @@
 //! are, running `husk`, and checking that nothing was left behind.
 
 pub mod bundle;
+pub mod containerd;
+pub mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

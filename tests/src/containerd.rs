@@ -1,0 +1,168 @@
+//! A real containerd (Debian's), started for one test suite with all its
+//! state in a temporary directory, and `ctr` pointed at it. The husk shim
+//! is found on containerd's `PATH`, next to the `husk` binary under test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{describe, husk_bin, initramfs, kernel, wait_until};
+
+/// The shim's binary name, as containerd derives it from the runtime name.
+pub const SHIM_BIN: &str = "containerd-shim-husk-v2";
+/// The runtime name.
+pub const RUNTIME: &str = "io.containerd.husk.v2";
+
+/// A running containerd.
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// Its gRPC socket.
+    pub address: PathBuf,
+    /// The husk configuration the shim reads (`HUSK_CONFIG`).
+    pub husk_config: PathBuf,
+    /// The husk state directory (pods live under `pods/`).
+    pub husk_state: PathBuf,
+}
+
+impl Containerd {
+    /// Starts containerd with `extra` appended to its config (e.g. the CRI
+    /// plugin's settings; without it the CRI plugin is disabled).
+    pub fn start(extra: Option<&str>) -> Self {
+        let shim = husk_bin().with_file_name(SHIM_BIN);
+        assert!(
+            shim.exists(),
+            "{shim:?} is missing: build it first (cargo build -p husk-shim)"
+        );
+        // /run: a tmpfs in the test host, where overlayfs can make layers.
+        let dir = tempfile::Builder::new()
+            .prefix("husk-containerd.")
+            .tempdir_in("/run")
+            .expect("temp dir under /run");
+        let d = dir.path();
+        let address = d.join("containerd.sock");
+        let husk_state = d.join("husk");
+        let husk_config = d.join("husk.toml");
+        std::fs::write(
+            &husk_config,
+            format!(
+                "kernel = {:?}\ninitramfs = {:?}\nstate_dir = {:?}\n",
+                kernel(),
+                initramfs(),
+                husk_state
+            ),
+        )
+        .unwrap();
+        let disabled = if extra.is_some() {
+            ""
+        } else {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+        };
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\n{disabled}\
+             [grpc]\n  address = {address:?}\n[ttrpc]\n  address = \"{address}.ttrpc\"\n{extra}\n",
+            root = d.join("root"),
+            state = d.join("state"),
+            address = address.display().to_string(),
+            extra = extra.unwrap_or(""),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let path = format!(
+            "{}:{}",
+            shim.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("HUSK_CONFIG", &husk_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd (apt-get install containerd)");
+        let me = Self {
+            dir,
+            child,
+            address,
+            husk_config,
+            husk_state,
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            me.ctr(&["version"])
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "containerd did not come up:\n{}", me.log());
+        me
+    }
+
+    /// containerd's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Its temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ctr --address … ARGS`.
+    pub fn ctr(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.address).args(args);
+        c
+    }
+
+    /// `ctr ARGS` with no stdin; its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.ctr(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    /// `ctr ARGS`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "ctr {args:?}: {}", describe(&out));
+        out
+    }
+
+    /// Imports an image archive.
+    pub fn import(&self, archive: &Path) {
+        self.ok(&["image", "import", &archive.display().to_string()]);
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if !wait_until(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Snapshots may still be mounted if a test failed half way.
+        let root = self.dir.path().join("root");
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&root)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Pids of running shim processes (comm is cut to 15 characters).
+pub fn shim_pids() -> Vec<u32> {
+    crate::husk_processes_with(SHIM_BIN)
+}
