@@ -47,7 +47,9 @@ echo "microVM suite: all $expected cases passed" >&2
 say "benchmark smoke pass (keeps the harness working; never judged on budgets)"
 cargo build --locked --release -p husk-benches
 bench_out=$(mktemp -d)
-target/release/husk-bench boot --smoke --out "$bench_out"
+target/release/husk-bench boot --smoke --out "$bench_out/boot"
+target/release/husk-bench containers --smoke --out "$bench_out/containers"
+target/release/husk-bench virtiofs --smoke --out "$bench_out/virtiofs"
 rm -rf "$bench_out"
 
 echo "microVM suite: $expected passed, 0 failed"

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! husk-bench boot [--runs N] [--only tiny|linux] [--smoke] [--out DIR] …
+//! husk-bench containers [--runs N] [--exec-runs N] [--smoke] …
+//! husk-bench virtiofs [--runs N] [--file-mib M] [--files N] [--smoke] …
 //! ```
 //!
 //! Each workload lives in `workloads/` and returns a `Section`; `report`
@@ -12,8 +14,10 @@
 
 mod machine;
 mod measure;
+mod procs;
 mod report;
 mod stats;
+mod subcommands;
 mod wire;
 mod workloads;
 
@@ -47,6 +51,18 @@ enum Cmd {
     /// lines on stdout.
     #[command(hide = true)]
     BootInside(InsideArgs),
+    /// Containers through the CLI: `husk run` and `husk exec` of /bin/true
+    /// against runc's on the same bundle, and their host memory.
+    Containers(subcommands::ContainersArgs),
+    /// The `containers` workloads, run inside tests/kvm-host.
+    #[command(hide = true)]
+    ContainersInside(subcommands::ContainersInsideArgs),
+    /// virtio-fs: husk's in-process backend against QEMU microvm with
+    /// virtiofsd, on the same shared directory.
+    Virtiofs(subcommands::VirtiofsArgs),
+    /// The `virtiofs` workload, run inside tests/kvm-host.
+    #[command(hide = true)]
+    VirtiofsInside(subcommands::VirtiofsInsideArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,7 +133,7 @@ struct InsideArgs {
 }
 
 /// Where results of `tests/kvm-host` come from, as the report says it.
-const IN_TEST_HOST: &str = "inside tests/kvm-host (emulated host, nested KVM)";
+pub(crate) const IN_TEST_HOST: &str = "inside tests/kvm-host (emulated host, nested KVM)";
 /// Runs of a Linux boot inside the emulated host unless told otherwise.
 const EMULATED_RUNS: usize = 5;
 
@@ -126,6 +142,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Boot(args) => run_boot(args),
         Cmd::BootInside(args) => run_inside(args),
+        Cmd::Containers(args) => subcommands::run_containers(args),
+        Cmd::ContainersInside(args) => subcommands::run_containers_inside(args),
+        Cmd::Virtiofs(args) => subcommands::run_virtiofs(args),
+        Cmd::VirtiofsInside(args) => subcommands::run_virtiofs_inside(args),
     };
     match result {
         Ok(code) => code,
@@ -137,7 +157,7 @@ fn main() -> ExitCode {
 }
 
 /// The workspace: this package's parent directory.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -315,7 +335,9 @@ fn through_test_host(
 /// forwarded to ours, and returns the status and stdout. It does not wait
 /// for EOF on either: a process the command leaves behind (tests/kvm-host's
 /// watchdog `sleep`) may hold them open until long after it exits.
-fn run_to_exit(cmd: &mut Command) -> std::io::Result<(std::process::ExitStatus, String)> {
+pub(crate) fn run_to_exit(
+    cmd: &mut Command,
+) -> std::io::Result<(std::process::ExitStatus, String)> {
     use std::io::{Read, Seek, Write};
     let path = std::env::temp_dir().join(format!("husk-bench-stdout-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
@@ -416,12 +438,12 @@ fn tiny_guest(root: &Path, given: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// `base`, or `base-2`, `base-3` … if it exists.
-fn first_free(base: &Path) -> PathBuf {
+pub(crate) fn first_free(base: &Path) -> PathBuf {
     if !base.exists() {
         return base.to_path_buf();
     }
@@ -433,6 +455,16 @@ fn first_free(base: &Path) -> PathBuf {
 
 /// What was measured: husk's commit and binary, QEMU's version.
 fn provenance(root: &Path, bins: &Binaries) -> Vec<(String, String)> {
+    provenance_of(root, &bins.husk, &[("peer", &bins.qemu)])
+}
+
+/// husk's commit and binary, and the first line of `--version` of each
+/// peer program, under its label.
+pub(crate) fn provenance_of(
+    root: &Path,
+    husk: &Path,
+    peers: &[(&str, &Path)],
+) -> Vec<(String, String)> {
     let first_line = |cmd: &mut Command| {
         cmd.stderr(Stdio::null())
             .output()
@@ -463,7 +495,7 @@ fn provenance(root: &Path, bins: &Binaries) -> Vec<(String, String)> {
         "husk".to_string(),
         format!(
             "`{}` at commit {}{}",
-            bins.husk.display(),
+            husk.display(),
             commit.unwrap_or_else(|| "?".into()),
             if dirty {
                 " with uncommitted changes"
@@ -472,16 +504,18 @@ fn provenance(root: &Path, bins: &Binaries) -> Vec<(String, String)> {
             }
         ),
     )];
-    rows.push((
-        "peer".into(),
-        first_line(Command::new(&bins.qemu).arg("--version"))
-            .unwrap_or_else(|| format!("{:?} (version unknown)", bins.qemu)),
-    ));
+    for (label, program) in peers {
+        rows.push((
+            (*label).to_string(),
+            first_line(Command::new(program).arg("--version"))
+                .unwrap_or_else(|| format!("{program:?} (version unknown)")),
+        ));
+    }
     rows
 }
 
 /// Today as `YYYY-MM-DD` and now as `YYYY-MM-DD HH:MM`, in UTC.
-fn utc_now() -> (String, String) {
+pub(crate) fn utc_now() -> (String, String) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -407,7 +407,7 @@ impl Drop for Watched {
 }
 
 /// A pidfd for `pid` (Linux ≥ 5.3): readable once the process exits.
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1;
     // it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -155,9 +155,19 @@ pub fn encode(section: &Section) -> Vec<String> {
     out
 }
 
-/// Reads the section back from a process's whole stdout; `Err` names the
-/// first line that does not parse, or says no section was there.
+/// Reads the (first) section back from a process's whole stdout; `Err`
+/// names the first line that does not parse, or says no section was there.
 pub fn decode(text: &str) -> Result<Section, String> {
+    decode_all(text)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no results came back".to_string())
+}
+
+/// Reads back every section of a process's whole stdout, in order; each
+/// `section` line starts the next one.
+pub fn decode_all(text: &str) -> Result<Vec<Section>, String> {
+    let mut done: Vec<Section> = Vec::new();
     let mut section: Option<Section> = None;
     for raw in text.lines() {
         let Some(rest) = raw.strip_prefix(TAG).and_then(|r| r.strip_prefix('\t')) else {
@@ -169,6 +179,7 @@ pub fn decode(text: &str) -> Result<Section, String> {
             let [_, title, warmup, runs] = f.as_slice() else {
                 return Err(bad());
             };
+            done.extend(section.take());
             section = Some(Section {
                 title: title.clone(),
                 machine: Machine {
@@ -231,7 +242,11 @@ pub fn decode(text: &str) -> Result<Section, String> {
             _ => return Err(bad()),
         }
     }
-    section.ok_or_else(|| "no results came back".to_string())
+    done.extend(section);
+    if done.is_empty() {
+        return Err("no results came back".to_string());
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -270,6 +285,37 @@ mod tests {
             text.push('\n');
         }
         assert_eq!(decode(&text).unwrap(), section);
+    }
+
+    #[test]
+    fn several_sections_come_back_in_order() {
+        let mut text = String::new();
+        for title in ["first", "second"] {
+            let section = Section {
+                title: title.into(),
+                machine: Machine {
+                    cores: 1,
+                    memory_mib: 1,
+                    kernel: "k".into(),
+                    cpu: "c".into(),
+                    kvm: KvmKind::Hardware,
+                },
+                warmup: 0,
+                runs: 1,
+                figures: Vec::new(),
+                notes: vec![format!("note of {title}")],
+                commands: Vec::new(),
+            };
+            for l in encode(&section) {
+                text.push_str(&l);
+                text.push('\n');
+            }
+        }
+        let all = decode_all(&text).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].title, "second");
+        assert_eq!(all[1].notes, ["note of second"]);
+        assert_eq!(decode(&text).unwrap().title, "first");
     }
 
     #[test]

@@ -36,14 +36,14 @@ const AGENT_FATAL: &str = "husk-agent: fatal:";
 /// The guest kernel gave up.
 const KERNEL_PANIC: &str = "Kernel panic";
 /// Guest memory of every boot, MiB (husk's default).
-const GUEST_MIB: u64 = 128;
+pub const GUEST_MIB: u64 = 128;
 /// The kernel command line husk passes (runtime/src/vmm/builder.rs plus
 /// `quiet`), given to QEMU too so both guests boot alike.
-const LINUX_CMDLINE: &str =
+pub const LINUX_CMDLINE: &str =
     "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 pci=off nomodule i8042.noaux tsc=reliable quiet";
 /// QEMU's microvm trimmed as for a fast boot: no option ROMs, RTC or ACPI
 /// (neither guest uses them; husk's kernel finds its CPU in the MP table).
-const QEMU_MACHINE: &str = "microvm,x-option-roms=off,rtc=off,acpi=off";
+pub const QEMU_MACHINE: &str = "microvm,x-option-roms=off,rtc=off,acpi=off";
 /// How long the agent has to answer once it said it is ready.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a guest has to reset after the agent's Shutdown.
@@ -82,11 +82,16 @@ pub struct LinuxGuest {
 /// `arch-capabilities`, whose MSR KVM refuses on these hosts), 1 vCPU,
 /// 128 MiB, the console on stdout, and an i8042 so that the guest's reset
 /// ends QEMU (`-no-reboot`; microvm has none by default).
-fn qemu_command(qemu: &Path) -> Command {
+pub fn qemu_command(qemu: &Path) -> Command {
+    qemu_command_on(qemu, QEMU_MACHINE)
+}
+
+/// [`qemu_command`] with other `-M` machine options.
+pub fn qemu_command_on(qemu: &Path, machine: &str) -> Command {
     let mut c = Command::new(qemu);
     c.args([
         "-M",
-        QEMU_MACHINE,
+        machine,
         "-enable-kvm",
         "-cpu",
         "host,-arch-capabilities",
@@ -123,7 +128,7 @@ pub fn show(cmd: &Command) -> String {
 }
 
 /// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -5,6 +5,8 @@
 //! subcommand in `main.rs`.
 
 pub mod boot;
+pub mod containers;
+pub mod virtiofs;
 
 use std::time::Duration;
 

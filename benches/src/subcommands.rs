@@ -1,0 +1,533 @@
+//! The `containers` and `virtiofs` subcommands: their arguments, where
+//! they run (here where /dev/kvm boots Linux, else inside tests/kvm-host
+//! through a hidden `*-inside` subcommand whose result lines come back
+//! over stdout), and their results directory.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::machine::{KvmKind, Machine};
+use crate::report::{self, Report};
+use crate::workloads::containers::{self, Place, Plan, Tools};
+use crate::workloads::virtiofs::{self, FsPlan, FsTools};
+use crate::workloads::Section;
+use crate::IN_TEST_HOST;
+use crate::{absolute, first_free, provenance_of, run_to_exit, utc_now, wire, workspace_root};
+
+/// Arguments of `husk-bench containers`.
+#[derive(Args)]
+pub struct ContainersArgs {
+    /// Recorded `run` rounds per side [default: 20; emulated host: 5].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Recorded `exec` rounds per side [default: 20; emulated host: 10].
+    #[arg(long)]
+    pub exec_runs: Option<usize>,
+    /// Sampled memory rounds per side, of run and of exec [default: 5;
+    /// emulated host: 3].
+    #[arg(long)]
+    pub mem_runs: Option<usize>,
+    /// Warm-up rounds per side [default: 2; emulated host: 1].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// One round of everything without warm-up, to keep the harness working.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Results directory [default: results/containers-<date>/ in the workspace].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// husk's binary [default: target/release/husk in the workspace].
+    #[arg(long)]
+    pub husk: Option<PathBuf>,
+    /// runc's binary.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// Longest one command may take, seconds [default: 30; emulated: 180].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// Arguments of `husk-bench containers-inside` (everything explicit).
+#[derive(Args)]
+pub struct ContainersInsideArgs {
+    #[arg(long)]
+    runs: usize,
+    #[arg(long)]
+    exec_runs: usize,
+    #[arg(long)]
+    mem_runs: usize,
+    #[arg(long)]
+    warmup: usize,
+    #[arg(long)]
+    timeout: u64,
+    #[arg(long)]
+    husk: PathBuf,
+    #[arg(long)]
+    runc: PathBuf,
+}
+
+/// Arguments of `husk-bench virtiofs`.
+#[derive(Args)]
+pub struct VirtiofsArgs {
+    /// Recorded rounds per side [default: 20; emulated host: 5].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Warm-up rounds per side [default: 2; emulated host: 1].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// One round, a small file and few files, to keep the harness working.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Results directory [default: results/virtiofs-<date>/ in the workspace].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// husk's binary [default: target/release/husk in the workspace].
+    #[arg(long)]
+    pub husk: Option<PathBuf>,
+    /// QEMU's binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    /// virtiofsd [default: ~/.cache/husk/virtiofsd/bin/virtiofsd, else on PATH].
+    #[arg(long)]
+    pub virtiofsd: Option<PathBuf>,
+    /// Guest kernel [default: from husk's config].
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Size of the file the guest reads, MiB [default: 64; smoke: 4].
+    #[arg(long)]
+    pub file_mib: Option<u64>,
+    /// Small files the guest creates, stats and unlinks [default: 500; smoke: 20].
+    #[arg(long)]
+    pub files: Option<usize>,
+    /// Longest one boot and workload may take, seconds [default: 60; emulated: 300].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// Arguments of `husk-bench virtiofs-inside` (everything explicit).
+#[derive(Args)]
+pub struct VirtiofsInsideArgs {
+    #[arg(long)]
+    runs: usize,
+    #[arg(long)]
+    warmup: usize,
+    #[arg(long)]
+    timeout: u64,
+    #[arg(long)]
+    file_mib: u64,
+    #[arg(long)]
+    files: usize,
+    #[arg(long)]
+    husk: PathBuf,
+    #[arg(long)]
+    qemu: PathBuf,
+    #[arg(long)]
+    virtiofsd: Option<PathBuf>,
+    #[arg(long)]
+    kernel: PathBuf,
+}
+
+/// Whether this machine runs Linux guests itself; `place` and `emulated`
+/// of a run here.
+fn here(machine: &Machine) -> Option<Place> {
+    machine.kvm.boots_linux().then(|| Place {
+        name: machine.kvm.place().to_string(),
+        emulated: machine.kvm.emulated(),
+    })
+}
+
+/// The place of a run inside tests/kvm-host.
+fn inside_place() -> Place {
+    Place {
+        name: IN_TEST_HOST.to_string(),
+        emulated: true,
+    }
+}
+
+/// A scratch directory under /tmp (writable inside the test host too).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("husk-bench-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn husk_binary(root: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let husk = given.map_or_else(|| root.join("target/release/husk"), Path::to_path_buf);
+    anyhow::ensure!(
+        husk.is_file(),
+        "{husk:?} is missing: build it with `cargo build --release -p husk-runtime --bins`"
+    );
+    Ok(absolute(&husk))
+}
+
+/// Runs this binary with `args` inside tests/kvm-host and reads back its
+/// sections.
+fn through_test_host(
+    root: &Path,
+    args: Vec<OsString>,
+    host_timeout: u64,
+) -> Result<Vec<Section>, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find husk-bench itself: {e}"))?;
+    let mut cmd = Command::new(root.join("tests/kvm-host"));
+    cmd.env("HUSK_KVM_HOST", "emulated")
+        .arg("--timeout")
+        .arg(host_timeout.to_string())
+        .arg("--")
+        .arg(&me)
+        .args(args)
+        .stdin(Stdio::null());
+    eprintln!("husk-bench: booting the emulated test host (tests/kvm-host)");
+    let (status, stdout) =
+        run_to_exit(&mut cmd).map_err(|e| format!("cannot run tests/kvm-host: {e}"))?;
+    match wire::decode_all(&stdout) {
+        Ok(mut sections) => {
+            if !status.success() {
+                for s in &mut sections {
+                    s.notes.push(format!("tests/kvm-host ended with {status}"));
+                }
+            }
+            Ok(sections)
+        }
+        Err(why) => Err(format!("tests/kvm-host ({status}): {why}")),
+    }
+}
+
+fn unmeasured(title: &str, machine: &Machine, why: String) -> Section {
+    eprintln!("husk-bench: {title}: not measured: {why}");
+    Section {
+        title: title.into(),
+        machine: machine.clone(),
+        warmup: 0,
+        runs: 0,
+        figures: Vec::new(),
+        notes: vec![format!("not measured: {why}")],
+        commands: Vec::new(),
+    }
+}
+
+/// Writes the report and says whether every section measured something.
+fn finish(
+    root: &Path,
+    name: &str,
+    title: &str,
+    out: Option<PathBuf>,
+    smoke: bool,
+    provenance: Vec<(String, String)>,
+    sections: Vec<Section>,
+) -> anyhow::Result<ExitCode> {
+    let unmeasured: Vec<String> = sections
+        .iter()
+        .filter(|s| !s.measured_anything())
+        .map(|s| s.title.clone())
+        .collect();
+    let (date, when) = utc_now();
+    let out = out.unwrap_or_else(|| {
+        let suffix = if smoke { "-smoke" } else { "" };
+        first_free(&root.join("results").join(format!("{name}-{date}{suffix}")))
+    });
+    let report = Report {
+        title: title.into(),
+        when,
+        provenance,
+        sections,
+    };
+    report::write(&out, name, &report)?;
+    println!("{}", report::markdown(&report, &format!("{name}.svg")));
+    eprintln!("husk-bench: results in {}", out.display());
+    if unmeasured.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("husk-bench: could not measure: {}", unmeasured.join("; "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn print_sections(sections: &[Section]) -> ExitCode {
+    for s in sections {
+        for line in wire::encode(s) {
+            println!("{line}");
+        }
+    }
+    if sections.iter().all(Section::measured_anything) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn note_test_host_kvm(sections: &mut [Section], machine: &Machine) {
+    if machine.kvm != KvmKind::NestedEmulated {
+        for s in sections {
+            s.notes.push(format!(
+                "the test host's KVM looked like: {}",
+                machine.kvm.describe()
+            ));
+        }
+    }
+}
+
+/// `husk-bench containers`.
+pub fn run_containers(args: ContainersArgs) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let machine = Machine::probe();
+    let husk = husk_binary(&root, args.husk.as_deref())?;
+    let local = here(&machine);
+    let emulated = local.as_ref().is_none_or(|p| p.emulated);
+    let pick = |smoke: usize, given: Option<usize>, emu: usize, hw: usize| {
+        if args.smoke {
+            smoke
+        } else {
+            given.unwrap_or(if emulated { emu } else { hw })
+        }
+    };
+    let plan = Plan {
+        warmup: pick(0, args.warmup, 1, 2),
+        runs: pick(1, args.runs, 5, 20),
+        mem_runs: pick(1, args.mem_runs, 3, 5),
+        exec_runs: pick(1, args.exec_runs, 10, 20),
+        timeout: Duration::from_secs(args.timeout.unwrap_or(if emulated { 180 } else { 30 })),
+        sample_every: Duration::from_millis(if emulated { 20 } else { 2 }),
+    };
+    let tools = Tools {
+        husk: husk.clone(),
+        runc: args.runc.clone(),
+    };
+    let sections = match local {
+        Some(place) => {
+            let scratch = Scratch::new("containers")?;
+            vec![
+                containers::start(&tools, &scratch.0, &machine, &place, plan),
+                containers::exec(&tools, &scratch.0, &machine, &place, plan),
+            ]
+        }
+        None => {
+            let n = |v: usize| v.to_string().into();
+            let inside: Vec<OsString> = vec![
+                "containers-inside".into(),
+                "--runs".into(),
+                n(plan.runs),
+                "--exec-runs".into(),
+                n(plan.exec_runs),
+                "--mem-runs".into(),
+                n(plan.mem_runs),
+                "--warmup".into(),
+                n(plan.warmup),
+                "--timeout".into(),
+                plan.timeout.as_secs().to_string().into(),
+                "--husk".into(),
+                husk.clone().into(),
+                "--runc".into(),
+                args.runc.clone().into(),
+            ];
+            let rounds = 2 * (plan.warmup * 2 + plan.runs + plan.exec_runs + 2 * plan.mem_runs + 4);
+            let host_timeout = 300 + rounds as u64 * (plan.timeout.as_secs() / 2 + 30);
+            match through_test_host(&root, inside, host_timeout) {
+                Ok(s) => s,
+                Err(why) => vec![unmeasured(
+                    &format!("Containers — {IN_TEST_HOST}"),
+                    &machine,
+                    why,
+                )],
+            }
+        }
+    };
+    let provenance = provenance_of(&root, &husk, &[("runc", &args.runc)]);
+    finish(
+        &root,
+        "containers",
+        "husk container benchmark: CLI start and exec against runc",
+        args.out,
+        args.smoke,
+        provenance,
+        sections,
+    )
+}
+
+/// `husk-bench containers-inside`: measures here, prints result lines.
+pub fn run_containers_inside(args: ContainersInsideArgs) -> anyhow::Result<ExitCode> {
+    let machine = Machine::probe();
+    let plan = Plan {
+        warmup: args.warmup,
+        runs: args.runs,
+        mem_runs: args.mem_runs,
+        exec_runs: args.exec_runs,
+        timeout: Duration::from_secs(args.timeout),
+        sample_every: Duration::from_millis(20),
+    };
+    let tools = Tools {
+        husk: args.husk,
+        runc: args.runc,
+    };
+    let place = inside_place();
+    let scratch = Scratch::new("containers")?;
+    let mut sections = vec![
+        containers::start(&tools, &scratch.0, &machine, &place, plan),
+        containers::exec(&tools, &scratch.0, &machine, &place, plan),
+    ];
+    note_test_host_kvm(&mut sections, &machine);
+    Ok(print_sections(&sections))
+}
+
+/// virtiofsd where `cargo install --root ~/.cache/husk/virtiofsd` put it,
+/// else on PATH.
+fn find_virtiofsd(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.to_path_buf());
+    }
+    let cached = husk::config::HuskConfig::default()
+        .kernel
+        .parent()
+        .map(|cache| cache.join("virtiofsd/bin/virtiofsd"));
+    if let Some(p) = cached.filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("virtiofsd"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `husk-bench virtiofs`.
+pub fn run_virtiofs(args: VirtiofsArgs) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let machine = Machine::probe();
+    let husk = husk_binary(&root, args.husk.as_deref())?;
+    let config = husk::config::HuskConfig::default();
+    let kernel = absolute(args.kernel.as_deref().unwrap_or(&config.kernel));
+    let virtiofsd = find_virtiofsd(args.virtiofsd.as_deref()).map(|p| absolute(&p));
+    let local = here(&machine);
+    let emulated = local.as_ref().is_none_or(|p| p.emulated);
+    let plan = FsPlan {
+        warmup: if args.smoke {
+            0
+        } else {
+            args.warmup.unwrap_or(if emulated { 1 } else { 2 })
+        },
+        runs: if args.smoke {
+            1
+        } else {
+            args.runs.unwrap_or(if emulated { 5 } else { 20 })
+        },
+        timeout: Duration::from_secs(args.timeout.unwrap_or(if emulated { 300 } else { 60 })),
+        file_mib: args.file_mib.unwrap_or(if args.smoke { 4 } else { 64 }),
+        files: args.files.unwrap_or(if args.smoke { 20 } else { 500 }),
+        sample_every: Duration::from_millis(if emulated { 100 } else { 10 }),
+    };
+    let title = "virtio-fs: in-process vs virtiofsd";
+    let tools = FsTools {
+        husk: husk.clone(),
+        qemu: args.qemu.clone(),
+        virtiofsd: virtiofsd.clone(),
+    };
+    let mut sections = Vec::new();
+    if !kernel.is_file() {
+        sections.push(unmeasured(
+            title,
+            &machine,
+            format!("{kernel:?} is missing: build the guest with `scripts/setup.sh --no-check`"),
+        ));
+    } else {
+        sections = match local {
+            Some(place) => {
+                let scratch = Scratch::new("virtiofs")?;
+                vec![virtiofs::compare(
+                    &tools, &kernel, &scratch.0, &machine, &place, plan,
+                )]
+            }
+            None => {
+                let mut inside: Vec<OsString> = vec![
+                    "virtiofs-inside".into(),
+                    "--runs".into(),
+                    plan.runs.to_string().into(),
+                    "--warmup".into(),
+                    plan.warmup.to_string().into(),
+                    "--timeout".into(),
+                    plan.timeout.as_secs().to_string().into(),
+                    "--file-mib".into(),
+                    plan.file_mib.to_string().into(),
+                    "--files".into(),
+                    plan.files.to_string().into(),
+                    "--husk".into(),
+                    husk.clone().into(),
+                    "--qemu".into(),
+                    args.qemu.clone().into(),
+                    "--kernel".into(),
+                    kernel.clone().into(),
+                ];
+                if let Some(v) = &virtiofsd {
+                    inside.push("--virtiofsd".into());
+                    inside.push(v.clone().into());
+                }
+                let rounds = 3 * (plan.warmup + plan.runs) + plan.runs;
+                let host_timeout = 300 + rounds as u64 * (plan.timeout.as_secs() / 2 + 60);
+                match through_test_host(&root, inside, host_timeout) {
+                    Ok(s) => s,
+                    Err(why) => vec![unmeasured(
+                        &format!("{title} — {IN_TEST_HOST}"),
+                        &machine,
+                        why,
+                    )],
+                }
+            }
+        };
+    }
+    let mut peers: Vec<(&str, &Path)> = vec![("QEMU", &args.qemu)];
+    if let Some(v) = &virtiofsd {
+        peers.push(("virtiofsd", v));
+    }
+    let provenance = provenance_of(&root, &husk, &peers);
+    finish(
+        &root,
+        "virtiofs",
+        "husk virtio-fs benchmark: in-process backend against virtiofsd",
+        args.out,
+        args.smoke,
+        provenance,
+        sections,
+    )
+}
+
+/// `husk-bench virtiofs-inside`: measures here, prints result lines.
+pub fn run_virtiofs_inside(args: VirtiofsInsideArgs) -> anyhow::Result<ExitCode> {
+    let machine = Machine::probe();
+    let plan = FsPlan {
+        warmup: args.warmup,
+        runs: args.runs,
+        timeout: Duration::from_secs(args.timeout),
+        file_mib: args.file_mib,
+        files: args.files,
+        sample_every: Duration::from_millis(100),
+    };
+    let tools = FsTools {
+        husk: args.husk,
+        qemu: args.qemu,
+        virtiofsd: args.virtiofsd,
+    };
+    let scratch = Scratch::new("virtiofs")?;
+    let mut sections = vec![virtiofs::compare(
+        &tools,
+        &args.kernel,
+        &scratch.0,
+        &machine,
+        &inside_place(),
+        plan,
+    )];
+    note_test_host_kvm(&mut sections, &machine);
+    Ok(print_sections(&sections))
+}
