@@ -496,3 +496,44 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
     rt.ok(&["delete", "c1"]);
     rt.assert_clean();
 }
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &[]);
+    // The shell keeps the whole command substitution in its own memory:
+    // 96 MiB against a 24 MiB limit (the guest has 128 MiB, no swap).
+    write_config(
+        &bundle,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 100663296 /dev/zero | tr '\\0' a); echo survived ${#x}",
+        ],
+        |spec| {
+            spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 25_165_824});
+        },
+    );
+    let out = rt.husk(&["run", "--keep", "--bundle", b(&bundle), "c1"]);
+    assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("survived"),
+        "{}",
+        describe(&out)
+    );
+    let state = rt.state("c1");
+    assert_eq!(state["status"], "stopped", "{state}");
+    assert_eq!(state["oomKilled"], true, "{state}");
+    rt.ok(&["delete", "c1"]);
+    rt.assert_clean();
+
+    // A container that stays under its limit is not reported OOM-killed.
+    write_config(&bundle, &["true"], |spec| {
+        spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 25_165_824});
+    });
+    rt.ok(&["run", "--keep", "--bundle", b(&bundle), "c2"]);
+    assert_eq!(rt.state("c2")["oomKilled"], false);
+    rt.ok(&["delete", "c2"]);
+    rt.assert_clean();
+}
