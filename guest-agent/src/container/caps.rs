@@ -68,14 +68,17 @@ fn first_cap(m: u64) -> String {
     format!("capability {n}")
 }
 
-/// Converts `process.capabilities`, checking the sets the kernel would
-/// refuse: effective and ambient need permitted, ambient needs inheritable.
+/// Converts `process.capabilities`. Effective needs permitted: the kernel
+/// would refuse the set, and so does this. An ambient capability that is
+/// not both permitted and inheritable cannot be raised; runc goes on
+/// without it, and so does this (the default spec of `runc spec` asks for
+/// ambient capabilities with no inheritable set).
 pub fn plan_caps(
     prefix: &str,
     caps: &LinuxCapabilities,
     last_cap: u8,
 ) -> Result<CapsPlan, SpecError> {
-    let plan = CapsPlan {
+    let mut plan = CapsPlan {
         bounding: mask(caps.bounding(), last_cap),
         effective: mask(caps.effective(), last_cap),
         permitted: mask(caps.permitted(), last_cap),
@@ -92,13 +95,12 @@ pub fn plan_caps(
     }
     let extra = plan.ambient & !(plan.permitted & plan.inheritable);
     if extra != 0 {
-        return Err(SpecError::new(
+        log::debug!(
+            "{}: {} and any other not both permitted and inheritable left out",
             field("ambient"),
-            format!(
-                "{} is not in both the permitted and inheritable sets",
-                first_cap(extra)
-            ),
-        ));
+            first_cap(extra)
+        );
+        plan.ambient &= !extra;
     }
     Ok(plan)
 }
@@ -260,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn sets_the_kernel_would_refuse_are_named() {
+    fn an_effective_set_the_kernel_would_refuse_is_named() {
         let caps = LinuxCapabilitiesBuilder::default()
             .effective(set(&[Capability::Kill]))
             .permitted(set(&[]))
@@ -277,10 +279,28 @@ mod tests {
             .ambient(set(&[Capability::Kill]))
             .build()
             .unwrap();
-        assert_eq!(
-            plan_caps("", &caps, 40).unwrap_err().field,
-            "capabilities.ambient"
-        );
+        assert_eq!(plan_caps("", &caps, 40).unwrap().ambient, 0);
+    }
+
+    #[test]
+    fn ambient_keeps_only_what_is_permitted_and_inheritable() {
+        // `runc spec`'s default: ambient asked for, no inheritable set.
+        let three = set(&[
+            Capability::AuditWrite,
+            Capability::Kill,
+            Capability::NetBindService,
+        ]);
+        let caps = LinuxCapabilitiesBuilder::default()
+            .bounding(three.clone())
+            .effective(three.clone())
+            .permitted(three.clone())
+            .inheritable(set(&[Capability::Kill]))
+            .ambient(three)
+            .build()
+            .unwrap();
+        let p = plan_caps("process.", &caps, 40).unwrap();
+        assert_eq!(p.ambient, 1 << 5);
+        assert_eq!(p.permitted, (1 << 29) | (1 << 5) | (1 << 10));
     }
 
     #[test]

@@ -167,13 +167,18 @@ pub fn plan_mount(index: usize, m: &Mount) -> Result<MountPlan, SpecError> {
             call |= MsFlags::MS_REC;
         }
         let remount = flags & BIND_REMOUNT_FLAGS;
+        // The host's files come through the shared directory, which the
+        // agent mounts nosuid,nodev; a bind of them would inherit both
+        // though the spec asked for neither. Such a bind is always
+        // remounted with the spec's flags alone.
+        let from_shared = src.starts_with(crate::shared_fs::SHARED_DIR);
         return Ok(MountPlan {
             field,
             destination,
             source,
             fstype: None,
             flags: call.bits(),
-            remount_flags: (!remount.is_empty())
+            remount_flags: (!remount.is_empty() || from_shared)
                 .then(|| (remount | MsFlags::MS_BIND | MsFlags::MS_REMOUNT).bits()),
             propagation,
             data: String::new(),
@@ -301,6 +306,20 @@ pub fn bind_rootfs(rootfs: &Path) -> Result<OwnedFd, MountError> {
         None::<&str>,
     )
     .map_err(sys("root.path", format!("bind {rootfs:?} onto itself")))?;
+    // Without the nosuid and nodev of the shared directory it comes from
+    // (see plan_mount): setuid programs and device nodes of the image work
+    // as under runc. `root.readonly` is applied after pivot_root.
+    mount(
+        None::<&str>,
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+        None::<&str>,
+    )
+    .map_err(sys(
+        "root.path",
+        format!("remount {rootfs:?} with suid and dev"),
+    ))?;
     let fd = nix::fcntl::open(
         rootfs,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -516,7 +535,8 @@ pub fn readonly_path(field: &str, path: &Path) -> Result<(), MountError> {
 }
 
 /// `linux.maskedPaths` (after pivot_root): /dev/null over files, an empty
-/// read-only tmpfs over directories. Paths that do not exist are skipped.
+/// read-only tmpfs with the kernel's defaults over directories, as runc
+/// mounts them. Paths that do not exist are skipped.
 pub fn mask_path(field: &str, path: &Path) -> Result<(), MountError> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
@@ -528,7 +548,7 @@ pub fn mask_path(field: &str, path: &Path) -> Result<(), MountError> {
             path,
             Some("tmpfs"),
             MsFlags::MS_RDONLY,
-            Some("size=0k,mode=0555"),
+            None::<&str>,
         )
     } else {
         mount(
@@ -678,6 +698,30 @@ mod tests {
         assert!(p.fstype.is_none());
         assert_eq!(MsFlags::from_bits_truncate(p.flags), MsFlags::MS_BIND);
         assert_eq!(p.remount_flags, None);
+    }
+
+    #[test]
+    fn a_bind_of_the_hosts_files_always_gets_the_specs_flags() {
+        let shared = format!("{}/mounts/3", crate::shared_fs::SHARED_DIR);
+        let p = plan_mount(
+            0,
+            &mnt("/vol", Some("bind"), Some(&shared), &["rbind", "rw"]),
+        )
+        .unwrap();
+        assert_eq!(
+            MsFlags::from_bits_truncate(p.remount_flags.unwrap()),
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+            "no nosuid or nodev from the shared directory"
+        );
+        let p = plan_mount(
+            0,
+            &mnt("/f", Some("bind"), Some(&shared), &["bind", "ro", "nodev"]),
+        )
+        .unwrap();
+        assert_eq!(
+            MsFlags::from_bits_truncate(p.remount_flags.unwrap()),
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV
+        );
     }
 
     #[test]

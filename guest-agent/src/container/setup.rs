@@ -321,6 +321,27 @@ fn find_executable(arg0: &str, env: &[String]) -> Step<PathBuf> {
     ))
 }
 
+/// The environment the process gets, as runc builds it: a name given more
+/// than once keeps its first place and its last value, and HOME, when
+/// missing or empty, is the user's home directory.
+fn process_env(env: &[String], home: &str) -> Vec<String> {
+    let mut merged: Vec<String> = Vec::with_capacity(env.len() + 1);
+    for entry in env {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
+        let same = |e: &String| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == name;
+        match merged.iter_mut().find(|e| same(e)) {
+            Some(earlier) => earlier.clone_from(entry),
+            None => merged.push(entry.clone()),
+        }
+    }
+    match merged.iter_mut().find(|e| e.starts_with("HOME=")) {
+        Some(e) if e == "HOME=" => *e = format!("HOME={home}"),
+        Some(_) => {}
+        None => merged.push(format!("HOME={home}")),
+    }
+    merged
+}
+
 /// Process set-up shared by init and exec; reports Ready, waits for Start, execs.
 fn run_process(chan: &Channel, p: &ProcessPlan, tty: Option<OwnedFd>) -> Step<Infallible> {
     if let Some(persona) = p.personality {
@@ -377,10 +398,7 @@ fn run_process(chan: &Channel, p: &ProcessPlan, tty: Option<OwnedFd>) -> Step<In
         p.gid,
         &p.additional_gids,
     )?;
-    let mut env = p.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
+    let env = process_env(&p.env, &user.home);
     if let Some(c) = &p.caps {
         step(
             "process.capabilities.bounding",
@@ -468,6 +486,21 @@ fn run_process(chan: &Channel, p: &ProcessPlan, tty: Option<OwnedFd>) -> Step<In
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_names_once_last_value_first_place_and_a_home() {
+        let env: Vec<String> = ["PATH=/bin", "DUP=first", "EQ=a=b=", "DUP=second", "HOME="]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            process_env(&env, "/root"),
+            ["PATH=/bin", "DUP=second", "EQ=a=b=", "HOME=/root"]
+        );
+        let given = vec!["HOME=/data".to_string()];
+        assert_eq!(process_env(&given, "/root"), ["HOME=/data"]);
+        assert_eq!(process_env(&[], "/home/app"), ["HOME=/home/app"]);
+    }
 
     #[test]
     fn executables_are_found_on_the_process_path() {
