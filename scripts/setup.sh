@@ -26,7 +26,10 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 packages=(
   qemu-system-x86 linux-image-amd64 busybox-static
   linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils kmod dwarves make gcc
-  iproute2 util-linux procps strace runc podman conmon
+  iproute2 util-linux procps strace runc podman conmon containerd
+  # the CRI end-to-end test: protoc for its client's build, CNI plugins
+  # for the pod network
+  protobuf-compiler containernetworking-plugins
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -51,7 +54,9 @@ initramfs=$(scripts/build-initramfs.sh | tail -n 1)
 ln -sfn "$initramfs" "$cache/husk-initramfs.cpio"
 
 say "husk"
-cargo build --release --locked -p husk-runtime --bins
+cargo build --release --locked -p husk-runtime -p husk-shim --bins
+# The CRI client of the microVM suite's Kubernetes test.
+cargo build --release --locked -p husk-cri-tests --bins
 husk="$PWD/target/release/husk"
 say "built $husk, kernel $cache/vmlinux, initramfs $cache/husk-initramfs.cpio"
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::{describe, husk_bin, initramfs, kernel, wait_until};
@@ -16,7 +17,7 @@ pub const RUNTIME: &str = "io.containerd.husk.v2";
 /// A running containerd.
 pub struct Containerd {
     dir: tempfile::TempDir,
-    child: Child,
+    child: Mutex<Child>,
     /// Its gRPC socket.
     pub address: PathBuf,
     /// The husk configuration the shim reads (`HUSK_CONFIG`).
@@ -67,38 +68,49 @@ impl Containerd {
             extra = extra.unwrap_or(""),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let path = format!(
-            "{}:{}",
-            shim.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .env("HUSK_CONFIG", &husk_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd (apt-get install containerd)");
+        let child = spawn_containerd(d, &husk_config);
         let me = Self {
             dir,
-            child,
+            child: Mutex::new(child),
             address,
             husk_config,
             husk_state,
         };
+        me.wait_up();
+        me
+    }
+
+    fn wait_up(&self) {
         let up = wait_until(Duration::from_secs(60), || {
-            me.ctr(&["version"])
+            self.ctr(&["version"])
                 .stderr(Stdio::null())
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         });
-        assert!(up, "containerd did not come up:\n{}", me.log());
-        me
+        assert!(up, "containerd did not come up:\n{}", self.log());
+    }
+
+    /// Stops containerd (SIGTERM) and starts it again on the same state,
+    /// as a host's service manager would; running shims are not touched.
+    pub fn restart(&self) {
+        self.stop();
+        *self.child.lock().unwrap() = spawn_containerd(self.dir.path(), &self.husk_config);
+        self.wait_up();
+    }
+
+    fn stop(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if !wait_until(Duration::from_secs(10), || {
+            child.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// containerd's log.
@@ -141,16 +153,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        if !wait_until(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten().is_some()
-        }) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
         // Snapshots may still be mounted if a test failed half way.
         let root = self.dir.path().join("root");
         let _ = Command::new("umount")
@@ -160,6 +163,31 @@ impl Drop for Containerd {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Starts containerd on the config in `dir`, finding the shim on `PATH`.
+fn spawn_containerd(dir: &Path, husk_config: &Path) -> Child {
+    let shim = husk_bin().with_file_name(SHIM_BIN);
+    let path = format!(
+        "{}:{}",
+        shim.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .env("HUSK_CONFIG", husk_config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd (apt-get install containerd)")
 }
 
 /// Pids of running shim processes (comm is cut to 15 characters).

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim::ExitSignal;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use husk::config::HuskConfig;
 use husk::container::sizing::vm_size;
 use husk::container::state::{process_alive, process_start_time};
@@ -34,6 +35,8 @@ use vm::Vm;
 
 /// Exit status of a process whose VM died under it (as if SIGKILLed).
 pub const VM_DIED_STATUS: u32 = 128 + libc::SIGKILL as u32;
+/// How often the VMM is checked for having ended under the pod.
+const VM_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// Exit status of a process that could not be started.
 const START_FAILED_STATUS: u32 = 255;
 
@@ -255,15 +258,66 @@ impl Pod {
         }
         *lock(&self.dir) = Some(dir);
         *lock(&self.vm) = Some(Arc::clone(&vm));
+        let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map(drop)
+                .map_err(|source| TaskError::Io {
+                    what: format!("start the {name} thread"),
+                    source,
+                })
+        };
+        let (pod, watched) = (Arc::clone(self), Arc::clone(&vm));
+        spawn("oom-events", Box::new(move || pod.forward_oom_events(&watched)))?;
         let pod = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("oom-events".into())
-            .spawn(move || pod.forward_oom_events(&vm))
-            .map_err(|source| TaskError::Io {
-                what: "start the OOM event thread".into(),
-                source,
-            })?;
+        spawn("vm-watch", Box::new(move || pod.watch_vm(&vm)))?;
         Ok(())
+    }
+
+    /// Notices a VMM that ended under the pod (killed, crashed): every
+    /// process not yet ended exits with 137 at once, rather than when a
+    /// call to the lost agent gives up.
+    fn watch_vm(&self, vm: &Arc<Vm>) {
+        while vm.alive() {
+            std::thread::sleep(VM_WATCH_INTERVAL);
+            let current = lock(&self.vm).as_ref().is_some_and(|v| Arc::ptr_eq(v, vm));
+            if !current {
+                return;
+            }
+        }
+        if !lock(&self.vm).as_ref().is_some_and(|v| Arc::ptr_eq(v, vm)) {
+            return;
+        }
+        log::error!("the pod's VMM ended under its containers\n{}", vm.logs());
+        let containers: Vec<_> = lock(&self.containers).values().cloned().collect();
+        for c in containers {
+            let execs: Vec<_> = lock(&c.execs).values().cloned().collect();
+            for p in std::iter::once(Arc::clone(&c.init)).chain(execs) {
+                if p.phase() == Phase::Stopped {
+                    continue;
+                }
+                let at = now();
+                if p.record_exit(VM_DIED_STATUS, at.clone()) {
+                    self.publish_exit(&p, vm.pid, VM_DIED_STATUS, at);
+                }
+            }
+        }
+    }
+
+    /// Publishes a process's exit.
+    fn publish_exit(&self, process: &Process, pid: u32, status: u32, at: Timestamp) {
+        self.events.publish(Event::Exit {
+            container_id: process.container_id.clone(),
+            id: if process.exec_id.is_empty() {
+                process.container_id.clone()
+            } else {
+                process.exec_id.clone()
+            },
+            pid,
+            status,
+            at,
+        });
     }
 
     /// Mounts the container's files and creates it in the guest.
@@ -387,17 +441,7 @@ impl Pod {
             let at = now();
             if process.record_exit(status, at.clone()) {
                 log::info!("{} exited with {status}", process.name());
-                pod.events.publish(Event::Exit {
-                    container_id: process.container_id.clone(),
-                    id: if process.exec_id.is_empty() {
-                        process.container_id.clone()
-                    } else {
-                        process.exec_id.clone()
-                    },
-                    pid: vm.pid,
-                    status,
-                    at,
-                });
+                pod.publish_exit(&process, vm.pid, status, at);
             }
         });
     }
