@@ -88,6 +88,26 @@ fn remove(c: &Containerd, id: &str) {
     let _ = c.run(&["container", "rm", id]);
 }
 
+fn a_bind_mount_both_ways(c: &Containerd) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("in"), "from-host\n").map_err(|e| e.to_string())?;
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        dir.path().display()
+    );
+    let out = run_rm(
+        c,
+        "c-bind",
+        &["--mount", &mount],
+        &["sh", "-c", "cat /data/in; echo from-guest > /data/out"],
+    );
+    check(stdout(&out).contains("from-host"), || {
+        format!("bind in: {}", describe(&out))
+    })?;
+    let back = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
+    check(back == "from-guest\n", || format!("bind out: {back:?}"))
+}
+
 fn exit_code_and_output(c: &Containerd) -> Result<(), String> {
     let out = run_rm(
         c,
@@ -289,6 +309,14 @@ fn two_containers_share_one_pod_vm(c: &Containerd) -> Result<(), String> {
             format!("shims: {:?}", shim_pids())
         })
     })();
+    // Every process of the container, as CRI's StopContainer does.
+    let killed = c.run(&["task", "kill", "--all", "-s", "SIGKILL", "pod-b"]);
+    let result = result.and_then(|()| {
+        check(killed.status.success(), || {
+            format!("kill --all: {}", describe(&killed))
+        })?;
+        wait_status(c, "pod-b", "STOPPED")
+    });
     remove(c, "pod-b");
     remove(c, "pod-a");
     result
@@ -386,6 +414,12 @@ fn leftovers(c: &Containerd) -> Vec<String> {
             husk_processes_with("vmm")
         ));
     }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let state = c.husk_state.display().to_string();
+    let mounted: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&state)).collect();
+    if !mounted.is_empty() {
+        left.push(format!("mounts on the host: {mounted:?}"));
+    }
     let pods = c.husk_state.join("pods/default");
     if let Ok(entries) = std::fs::read_dir(&pods) {
         let names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
@@ -404,6 +438,7 @@ fn ctr_runs_containers_through_the_husk_shim() {
     let cases: &[(&str, Case)] = &[
         ("exit code and output", exit_code_and_output),
         ("stdin", stdin_reaches_the_process),
+        ("a bind mount", a_bind_mount_both_ways),
         ("terminal", a_terminal),
         ("exec, pause, metrics, kill", exec_pause_metrics_kill),
         ("OOM event before exit", oom_event_before_exit),
