@@ -101,13 +101,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::grouping::map;
 
     #[test]
     fn allowed_keys_override_the_config() {
