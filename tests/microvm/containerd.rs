@@ -346,6 +346,13 @@ fn bad_input_is_refused_clearly(c: &Containerd) -> Result<(), String> {
         describe(&out)
     })?;
     let _ = c.run(&["container", "rm", "c-bad2"]);
+    let out = run_rm(c, "c-bad3", &["--net-host"], &["true"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    check(
+        !out.status.success() && err.contains("host's network"),
+        || describe(&out),
+    )?;
+    let _ = c.run(&["container", "rm", "c-bad3"]);
     Ok(())
 }
 

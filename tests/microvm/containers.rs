@@ -283,6 +283,19 @@ fn a_bad_bundle_is_a_clear_error_and_leaves_nothing() {
         "{}",
         describe(&out)
     );
+    // The host's network (no network namespace) is refused, naming the way out.
+    write_config(&bundle, &["true"], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|ns| ns["type"] != "network");
+    });
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "c3"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("host's network"),
+        "{}",
+        describe(&out)
+    );
     // A spec the agent refuses fails inside the VM: still nothing left.
     write_config(&bundle, &["true"], |spec| {
         spec["linux"]["namespaces"]

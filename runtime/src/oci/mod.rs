@@ -67,6 +67,17 @@ pub enum LoadBundleError {
         /// The missing source.
         source_path: PathBuf,
     },
+    /// The spec has no network namespace: the host's network.
+    #[error(
+        "{path:?}: linux.namespaces has no \"network\" entry, which would give the container \
+         the host's network: husk never gives a microVM the host's network; add \
+         {{\"type\": \"network\"}} for a network of its own, or its \"path\" for one prepared \
+         by CNI or `ip netns add`"
+    )]
+    HostNetwork {
+        /// The config file.
+        path: PathBuf,
+    },
     /// A mount destination is not an absolute, normal path.
     #[error("{path:?}: mounts[{index}].destination {destination:?} must be absolute without '..'")]
     MountDestination {
@@ -140,6 +151,14 @@ impl Bundle {
                     });
                 }
             }
+        }
+        let own_network = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        if !own_network {
+            return Err(LoadBundleError::HostNetwork { path });
         }
         Ok(Self { dir, spec, rootfs })
     }
@@ -350,6 +369,25 @@ mod tests {
             spec.mounts().as_ref().unwrap()[1].source().as_deref(),
             Some(Path::new("/run/husk/shared/c2/mounts/1"))
         );
+    }
+
+    #[test]
+    fn the_hosts_network_is_refused_with_the_alternative() {
+        let (_d, b) = bundle_with(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#,
+        );
+        let e = b.unwrap_err().to_string();
+        assert!(e.contains("host's network") && e.contains("ip netns add"), "{e}");
+        let (_d, b) = bundle_with(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+        );
+        assert!(matches!(b, Err(LoadBundleError::HostNetwork { .. })));
+        let (_d, b) = bundle_with(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "linux":{"namespaces":[{"type":"network"}]}}"#,
+        );
+        b.unwrap();
     }
 
     #[test]

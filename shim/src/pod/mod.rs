@@ -671,6 +671,7 @@ mod tests {
             format!(
                 r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},
                 "process":{{"args":["true"],"cwd":"/","user":{{"uid":0,"gid":0}}}},
+                "linux":{{"namespaces":[{{"type":"network"}}]}},
                 "annotations":{annotations}}}"#
             ),
         )
