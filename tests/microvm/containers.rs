@@ -550,3 +550,55 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
     rt.ok(&["delete", "c2"]);
     rt.assert_clean();
 }
+
+/// The bad-input list through the CLI: each a clear error naming
+/// what is wrong, and nothing left (no monitor, no VMM, no state).
+#[test]
+fn every_kind_of_bad_input_is_named_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &["true"]);
+    let refused = |what: &str, needle: &str, out: &Output| {
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{what}: expected an error naming {needle:?}: {}",
+            describe(out)
+        );
+    };
+    let create = |id: &str| rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), id]);
+
+    std::fs::write(bundle.join("config.json"), "{ not json").unwrap();
+    refused("not JSON", "not a valid OCI runtime spec", &create("c1"));
+    write_config(&bundle, &["true"], |s| {
+        s["ociVersion"] = serde_json::json!("2.0.0")
+    });
+    refused("OCI version", "ociVersion \"2.0.0\"", &create("c1"));
+    write_config(&bundle, &["true"], |s| {
+        s["root"]["path"] = serde_json::json!("no-rootfs")
+    });
+    refused("missing rootfs", "root.path", &create("c1"));
+    write_config(&bundle, &[], |_| {});
+    refused("empty args", "process.args", &create("c1"));
+    write_config(&bundle, &["true"], |s| {
+        s["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/data", "type": "bind", "source": "/nonexistent/src", "options": ["rbind"]}
+        ));
+    });
+    refused("mount source", "/nonexistent/src", &create("c1"));
+    // Found only inside the guest, after the VM booted: still nothing left.
+    write_config(&bundle, &["true"], |s| {
+        s["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0, "username": "ghost"});
+    });
+    refused("unknown user name", "ghost", &create("c1"));
+    rt.assert_clean();
+
+    write_config(&bundle, &["sleep", "600"], |_| {});
+    let out = create("c-dup");
+    assert!(out.status.success(), "{}", describe(&out));
+    refused("duplicate id", "already exists", &create("c-dup"));
+    rt.ok(&["start", "c-dup"]);
+    refused("start twice", "cannot start", &rt.husk(&["start", "c-dup"]));
+    refused("delete running", "--force", &rt.husk(&["delete", "c-dup"]));
+    rt.ok(&["delete", "--force", "c-dup"]);
+    rt.assert_clean();
+}

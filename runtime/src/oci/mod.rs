@@ -67,6 +67,14 @@ pub enum LoadBundleError {
         /// The missing source.
         source_path: PathBuf,
     },
+    /// `ociVersion` is not a 1.x runtime-spec version.
+    #[error("{path:?}: ociVersion {version:?} is not supported: husk runs runtime-spec 1.x bundles")]
+    Version {
+        /// The config file.
+        path: PathBuf,
+        /// The version it names.
+        version: String,
+    },
     /// The spec has no network namespace: the host's network.
     #[error(
         "{path:?}: linux.namespaces has no \"network\" entry, which would give the container \
@@ -123,6 +131,16 @@ impl Bundle {
             path: path.clone(),
             field,
         };
+        let version = spec.version();
+        let mut parts = version.split('.');
+        let is_1x = parts.next() == Some("1")
+            && parts.next().is_some_and(|minor| minor.parse::<u32>().is_ok());
+        if !is_1x {
+            return Err(LoadBundleError::Version {
+                path,
+                version: version.clone(),
+            });
+        }
         let root = spec.root().as_ref().ok_or_else(|| missing("root"))?;
         let process = spec.process().as_ref().ok_or_else(|| missing("process"))?;
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
@@ -369,6 +387,19 @@ mod tests {
             spec.mounts().as_ref().unwrap()[1].source().as_deref(),
             Some(Path::new("/run/husk/shared/c2/mounts/1"))
         );
+    }
+
+    #[test]
+    fn only_runtime_spec_1x_bundles_are_run() {
+        for version in ["2.0.0", "0.9", "x", ""] {
+            let (_d, b) = bundle_with(&GOOD.replace("1.0.2", version));
+            let e = b.unwrap_err().to_string();
+            assert!(e.contains(&format!("ociVersion {version:?}")), "{e}");
+        }
+        for version in ["1.0.0", "1.1.0", "1.2.0-rc.1"] {
+            let (_d, b) = bundle_with(&GOOD.replace("1.0.2", version));
+            b.unwrap();
+        }
     }
 
     #[test]
