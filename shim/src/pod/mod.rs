@@ -7,6 +7,7 @@
 
 pub mod annotations;
 pub mod mounts;
+pub mod namespaces;
 pub mod process;
 pub mod vm;
 
@@ -79,15 +80,41 @@ impl Container {
 /// Files of a pod's state directory.
 #[derive(Debug, Clone)]
 pub struct PodDir {
-    /// `<state_dir>/pods/<namespace>/<pod id>`.
+    /// `<state_dir>/pods/<namespace>/<pod dir name>`.
     pub dir: PathBuf,
+}
+
+/// Longest pod id that names its directory as is. Longer ones (CRI's
+/// sandbox ids are 64 hex digits) are shortened, or the VMM's socket
+/// under the directory outgrows a Unix socket address (108 bytes).
+const POD_DIR_NAME_MAX: usize = 32;
+
+/// The directory name of pod `pod_id`: the id, or for a long id its first
+/// 12 characters and a 64-bit FNV-1a hash of all of it. The hash is fixed
+/// by its definition, so a later `shim delete` finds the same directory.
+fn pod_dir_name(pod_id: &str) -> String {
+    if pod_id.len() <= POD_DIR_NAME_MAX {
+        return pod_id.to_string();
+    }
+    let head: String = pod_id.chars().take(12).collect();
+    format!("{head}-{:016x}", fnv1a(pod_id.as_bytes()))
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl PodDir {
     /// The pod directory of `pod_id` in containerd namespace `namespace`.
     pub fn new(state_dir: &Path, namespace: &str, pod_id: &str) -> Self {
         Self {
-            dir: state_dir.join("pods").join(namespace).join(pod_id),
+            dir: state_dir
+                .join("pods")
+                .join(namespace)
+                .join(pod_dir_name(pod_id)),
         }
     }
 
@@ -140,6 +167,9 @@ pub struct Pod {
     dir: Mutex<Option<PodDir>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<()>,
+    /// The guest pid of the sandbox's init (the pod's first container),
+    /// whose namespaces the pod's other containers join.
+    sandbox_pid: Mutex<Option<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,6 +187,7 @@ impl Pod {
             dir: Mutex::new(None),
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(()),
+            sandbox_pid: Mutex::new(None),
         }
     }
 
@@ -269,7 +300,10 @@ impl Pod {
                 })
         };
         let (pod, watched) = (Arc::clone(self), Arc::clone(&vm));
-        spawn("oom-events", Box::new(move || pod.forward_oom_events(&watched)))?;
+        spawn(
+            "oom-events",
+            Box::new(move || pod.forward_oom_events(&watched)),
+        )?;
         let pod = Arc::clone(self);
         spawn("vm-watch", Box::new(move || pod.watch_vm(&vm)))?;
         Ok(())
@@ -328,11 +362,18 @@ impl Pod {
             .map(PodDir::shared)
             .ok_or(TaskError::NoVm)?;
         let prefix = Path::new(&req.id);
+        let mut spec = guest_spec_under(bundle, prefix);
+        let sandbox_pid = *lock(&self.sandbox_pid);
+        namespaces::join_sandbox(&mut spec, vm.pid, sandbox_pid)?;
+        let spec = serde_json::to_vec(&spec).expect("spec serializes");
         let layout = GuestLayout::for_bundle_under(bundle, prefix);
         let mounts = ContainerMounts::mount(&shared, &req.id, &req.rootfs, &layout.binds)?;
-        let spec = serde_json::to_vec(&guest_spec_under(bundle, prefix)).expect("spec serializes");
-        vm.client
+        let guest_pid = vm
+            .client
             .create_container(&req.id, spec, req.stdio.wanted())?;
+        if sandbox_pid.is_none() {
+            *lock(&self.sandbox_pid) = Some(guest_pid);
+        }
         let bridge = match Bridge::attach(&vm.vsock, &req.id, "", &req.stdio) {
             Ok(b) => b,
             Err(e) => {
@@ -408,8 +449,12 @@ impl Pod {
             return Ok(());
         }
         process.set_bridge(Bridge::attach(&vm.vsock, id, exec_id, &process.stdio)?);
-        vm.client
-            .exec_process(id, exec_id, process.spec_json.clone(), process.stdio.wanted())?;
+        vm.client.exec_process(
+            id,
+            exec_id,
+            process.spec_json.clone(),
+            process.stdio.wanted(),
+        )?;
         Ok(())
     }
 
@@ -567,6 +612,7 @@ impl Pod {
 
     /// Shuts the VM down and removes the pod's state directory.
     fn end_vm(&self) {
+        *lock(&self.sandbox_pid) = None;
         let vm = lock(&self.vm).take();
         if let Some(vm) = vm {
             vm.shut_down();
@@ -687,6 +733,26 @@ mod tests {
             stdio: StdioPaths::default(),
             config_path: None,
         }
+    }
+
+    #[test]
+    fn long_pod_ids_get_short_stable_directory_names() {
+        assert_eq!(pod_dir_name("pod-a"), "pod-a");
+        let cri = "b36b7d92092286bd44e780ecfe36f17912999a6f8d4ab41c3304ca530b2b96dd";
+        let name = pod_dir_name(cri);
+        assert_eq!(name, pod_dir_name(cri), "stable");
+        assert!(
+            name.starts_with("b36b7d920922-") && name.len() == 29,
+            "{name}"
+        );
+        let other = "b36b7d92092286bd44e780ecfe36f17912999a6f8d4ab41c3304ca530b2b96de";
+        assert_ne!(pod_dir_name(other), name);
+        // FNV-1a's published test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let dir = PodDir::new(Path::new("/run/husk-containerd.abcdef/husk"), "k8s.io", cri);
+        let socket = dir.vm().join("vsock.sock");
+        assert!(socket.as_os_str().len() < 108, "{socket:?}");
     }
 
     #[test]
