@@ -50,6 +50,7 @@ bench_out=$(mktemp -d)
 target/release/husk-bench boot --smoke --out "$bench_out/boot"
 target/release/husk-bench containers --smoke --out "$bench_out/containers"
 target/release/husk-bench virtiofs --smoke --out "$bench_out/virtiofs"
+target/release/husk-bench pods --smoke --out "$bench_out/pods"
 rm -rf "$bench_out"
 
 echo "microVM suite: $expected passed, 0 failed"

@@ -5,6 +5,7 @@
 //! husk-bench boot [--runs N] [--only tiny|linux] [--smoke] [--out DIR] …
 //! husk-bench containers [--runs N] [--exec-runs N] [--smoke] …
 //! husk-bench virtiofs [--runs N] [--file-mib M] [--files N] [--smoke] …
+//! husk-bench pods [--runs N] [--parallel 10,50] [--density N] [--smoke] …
 //! ```
 //!
 //! Each workload lives in `workloads/` and returns a `Section`; `report`
@@ -12,6 +13,7 @@
 //! figure over budget never fails the run: the exit status is 1 only when
 //! a workload could not measure at all.
 
+mod containerd;
 mod machine;
 mod measure;
 mod procs;
@@ -63,6 +65,12 @@ enum Cmd {
     /// The `virtiofs` workload, run inside tests/kvm-host.
     #[command(hide = true)]
     VirtiofsInside(subcommands::VirtiofsInsideArgs),
+    /// Pods through containerd: husk's shim against runc's, `ctr run
+    /// --rm`, idle memory, parallel starts and density.
+    Pods(subcommands::PodsArgs),
+    /// The `pods` workload, run inside tests/kvm-host.
+    #[command(hide = true)]
+    PodsInside(subcommands::PodsInsideArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +154,8 @@ fn main() -> ExitCode {
         Cmd::ContainersInside(args) => subcommands::run_containers_inside(args),
         Cmd::Virtiofs(args) => subcommands::run_virtiofs(args),
         Cmd::VirtiofsInside(args) => subcommands::run_virtiofs_inside(args),
+        Cmd::Pods(args) => subcommands::run_pods(args),
+        Cmd::PodsInside(args) => subcommands::run_pods_inside(args),
     };
     match result {
         Ok(code) => code,

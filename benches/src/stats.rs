@@ -44,6 +44,15 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[below] + (sorted[above] - sorted[below]) * weight
 }
 
+/// The `q` quantile (0..=1) of unsorted `samples` (p99: `0.99`), as the
+/// p90 of [`Summary`] is taken; `None` when there are none.
+pub fn percentile(samples: &[f64], q: f64) -> Option<f64> {
+    let summary = Summary::of(samples)?;
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some(quantile(&sorted, q).clamp(summary.min, summary.max))
+}
+
 /// husk's median over the peer's: below 1.0 husk is faster or smaller.
 pub fn ratio(husk: &Summary, peer: &Summary) -> Option<f64> {
     (peer.median > 0.0).then(|| husk.median / peer.median)
@@ -70,6 +79,15 @@ mod tests {
         assert!((five.p90 - 46.0).abs() < 1e-9);
         assert_eq!((five.min, five.max, five.n), (10.0, 50.0, 5));
         assert_eq!(Summary::of(&[5.0]).unwrap().p90, 5.0);
+    }
+
+    #[test]
+    fn p99_of_a_batch() {
+        let hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        // Rank 0.99 * 99 = 98.01: 99 + 0.01 * (100 - 99).
+        assert!((percentile(&hundred, 0.99).unwrap() - 99.01).abs() < 1e-9);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert_eq!(percentile(&[], 0.99), None);
     }
 
     #[test]

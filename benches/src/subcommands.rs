@@ -1,4 +1,4 @@
-//! The `containers` and `virtiofs` subcommands: their arguments, where
+//! The `containers`, `virtiofs` and `pods` subcommands: their arguments, where
 //! they run (here where /dev/kvm boots Linux, else inside tests/kvm-host
 //! through a hidden `*-inside` subcommand whose result lines come back
 //! over stdout), and their results directory.
@@ -13,6 +13,7 @@ use clap::Args;
 use crate::machine::{KvmKind, Machine};
 use crate::report::{self, Report};
 use crate::workloads::containers::{self, Place, Plan, Tools};
+use crate::workloads::pods::{self, PodPlan, PodTools};
 use crate::workloads::virtiofs::{self, FsPlan, FsTools};
 use crate::workloads::Section;
 use crate::IN_TEST_HOST;
@@ -182,10 +183,24 @@ fn through_test_host(
     args: Vec<OsString>,
     host_timeout: u64,
 ) -> Result<Vec<Section>, String> {
+    through_test_host_with(root, args, host_timeout, None)
+}
+
+/// [`through_test_host`] with the test host's memory in MiB
+/// (`tests/kvm-host --memory`; `None`: its default).
+fn through_test_host_with(
+    root: &Path,
+    args: Vec<OsString>,
+    host_timeout: u64,
+    memory_mib: Option<u64>,
+) -> Result<Vec<Section>, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find husk-bench itself: {e}"))?;
     let mut cmd = Command::new(root.join("tests/kvm-host"));
-    cmd.env("HUSK_KVM_HOST", "emulated")
-        .arg("--timeout")
+    cmd.env("HUSK_KVM_HOST", "emulated");
+    if let Some(m) = memory_mib {
+        cmd.arg("--memory").arg(m.to_string());
+    }
+    cmd.arg("--timeout")
         .arg(host_timeout.to_string())
         .arg("--")
         .arg(&me)
@@ -530,4 +545,304 @@ pub fn run_virtiofs_inside(args: VirtiofsInsideArgs) -> anyhow::Result<ExitCode>
     )];
     note_test_host_kvm(&mut sections, &machine);
     Ok(print_sections(&sections))
+}
+
+/// Arguments of `husk-bench pods`.
+#[derive(Args)]
+pub struct PodsArgs {
+    /// Recorded `ctr run --rm … true` rounds per side [default: 20; emulated host: 5].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Recorded idle-pod rounds per side [default: 5; emulated host: 3].
+    #[arg(long)]
+    pub idle_runs: Option<usize>,
+    /// Warm-up rounds per side [default: 2; emulated host: 1].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Batch sizes started at once, comma-separated [default: 10,50].
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Option<Vec<usize>>,
+    /// Rounds per side of each batch [default: 3; emulated host: 1].
+    #[arg(long)]
+    pub parallel_rounds: Option<usize>,
+    /// Idle pods kept running at once for the density part; 0 skips it
+    /// [default: 100].
+    #[arg(long)]
+    pub density: Option<usize>,
+    /// Memory of the emulated test host, MiB [default: enough for the
+    /// largest batch or the density part: 2048 + 64 per pod, at least 4096].
+    #[arg(long)]
+    pub host_memory: Option<u64>,
+    /// One round of everything, 2 pods at once, 2 for density, no warm-up.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Results directory [default: results/pods-<date>/ in the workspace].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// husk's binary; containerd-shim-husk-v2 must lie next to it
+    /// [default: target/release/husk in the workspace].
+    #[arg(long)]
+    pub husk: Option<PathBuf>,
+    /// Guest kernel [default: from husk's config].
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Agent initramfs [default: from husk's config].
+    #[arg(long)]
+    pub initramfs: Option<PathBuf>,
+    /// Longest one ctr command may take, seconds [default: 60; emulated: 900].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// Arguments of `husk-bench pods-inside` (everything explicit).
+#[derive(Args)]
+pub struct PodsInsideArgs {
+    #[arg(long)]
+    runs: usize,
+    #[arg(long)]
+    idle_runs: usize,
+    #[arg(long)]
+    warmup: usize,
+    #[arg(long, value_delimiter = ',')]
+    parallel: Vec<usize>,
+    #[arg(long)]
+    parallel_rounds: usize,
+    #[arg(long)]
+    density: usize,
+    #[arg(long)]
+    timeout: u64,
+    #[arg(long)]
+    husk: PathBuf,
+    #[arg(long)]
+    kernel: PathBuf,
+    #[arg(long)]
+    initramfs: PathBuf,
+}
+
+/// The test host's memory for a plan: 2048 MiB for its own kernel,
+/// containerd and page cache, and 64 MiB per pod alive at once (an idle
+/// husk pod's guest pages, VMM and shim come to ~45 MiB), at least
+/// tests/kvm-host's own default.
+pub fn host_memory_for(plan: &PodPlan) -> u64 {
+    let most = plan
+        .parallel
+        .iter()
+        .copied()
+        .chain([plan.density])
+        .max()
+        .unwrap_or(0);
+    (2048 + 64 * most as u64).max(4096)
+}
+
+/// Pacing of memory reads: slower in the emulated host, whose one CPU
+/// the sampler would take from the pods.
+fn pod_pacing(emulated: bool) -> (Duration, Duration) {
+    if emulated {
+        (Duration::from_secs(3), Duration::from_millis(100))
+    } else {
+        (Duration::from_millis(500), Duration::from_millis(20))
+    }
+}
+
+fn pod_plan(args: &PodsArgs, emulated: bool) -> PodPlan {
+    let pick = |smoke: usize, given: Option<usize>, emu: usize, hw: usize| {
+        if args.smoke {
+            smoke
+        } else {
+            given.unwrap_or(if emulated { emu } else { hw })
+        }
+    };
+    let (settle, sample_every) = pod_pacing(emulated);
+    PodPlan {
+        warmup: pick(0, args.warmup, 1, 2),
+        runs: pick(1, args.runs, 5, 20),
+        idle_runs: pick(1, args.idle_runs, 3, 5),
+        parallel: if args.smoke {
+            vec![2]
+        } else {
+            args.parallel.clone().unwrap_or_else(|| vec![10, 50])
+        },
+        parallel_rounds: pick(1, args.parallel_rounds, 1, 3),
+        density: pick(2, args.density, 100, 100),
+        timeout: Duration::from_secs(args.timeout.unwrap_or(if emulated { 900 } else { 60 })),
+        settle,
+        sample_every,
+    }
+}
+
+/// `husk-bench pods`.
+pub fn run_pods(args: PodsArgs) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let machine = Machine::probe();
+    let husk = husk_binary(&root, args.husk.as_deref())?;
+    let config = husk::config::HuskConfig::default();
+    let tools = PodTools {
+        husk: husk.clone(),
+        kernel: absolute(args.kernel.as_deref().unwrap_or(&config.kernel)),
+        initramfs: absolute(args.initramfs.as_deref().unwrap_or(&config.initramfs)),
+    };
+    let local = here(&machine);
+    let emulated = local.as_ref().is_none_or(|p| p.emulated);
+    let plan = pod_plan(&args, emulated);
+    let title = "Pods through containerd";
+    let missing = [&tools.kernel, &tools.initramfs]
+        .into_iter()
+        .find(|f| !f.is_file());
+    let sections = if let Some(file) = missing {
+        vec![unmeasured(
+            title,
+            &machine,
+            format!("{file:?} is missing: build the guest with `scripts/setup.sh --no-check`"),
+        )]
+    } else if let Some(place) = local {
+        let scratch = Scratch::new("pods")?;
+        pods::measure(&tools, &scratch.0, &machine, &place, &plan)
+    } else {
+        let n = |v: usize| -> OsString { v.to_string().into() };
+        let list = plan
+            .parallel
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut inside: Vec<OsString> = vec![
+            "pods-inside".into(),
+            "--runs".into(),
+            n(plan.runs),
+            "--idle-runs".into(),
+            n(plan.idle_runs),
+            "--warmup".into(),
+            n(plan.warmup),
+            "--parallel-rounds".into(),
+            n(plan.parallel_rounds),
+            "--density".into(),
+            n(plan.density),
+            "--timeout".into(),
+            plan.timeout.as_secs().to_string().into(),
+            "--husk".into(),
+            husk.clone().into(),
+            "--kernel".into(),
+            tools.kernel.clone().into(),
+            "--initramfs".into(),
+            tools.initramfs.clone().into(),
+        ];
+        if !list.is_empty() {
+            inside.push("--parallel".into());
+            inside.push(list.into());
+        }
+        // Every pod at its worst: the test host's boot, each round's
+        // start and removal, each batch's pods and the density pods.
+        let rounds = 2 * (2 * plan.warmup + plan.runs + plan.idle_runs) as u64;
+        let pods_at_once: usize = plan.parallel.iter().sum::<usize>() * plan.parallel_rounds;
+        let host_timeout =
+            600 + rounds * 90 + 2 * pods_at_once as u64 * 30 + 2 * plan.density as u64 * 40;
+        let memory = args.host_memory.unwrap_or_else(|| host_memory_for(&plan));
+        match through_test_host_with(&root, inside, host_timeout, Some(memory)) {
+            Ok(mut s) => {
+                for section in &mut s {
+                    section.notes.push(format!(
+                        "The test host had {memory} MiB (tests/kvm-host --memory)."
+                    ));
+                }
+                s
+            }
+            Err(why) => vec![unmeasured(
+                &format!("{title} — {IN_TEST_HOST}"),
+                &machine,
+                why,
+            )],
+        }
+    };
+    let peers: [(&str, &Path); 3] = [
+        ("containerd", Path::new("containerd")),
+        ("runc", Path::new("runc")),
+        ("ctr", Path::new("ctr")),
+    ];
+    let provenance = provenance_of(&root, &husk, &peers);
+    finish(
+        &root,
+        "pods",
+        "husk pod benchmark: containerd with husk's shim against runc's",
+        args.out,
+        args.smoke,
+        provenance,
+        sections,
+    )
+}
+
+/// `husk-bench pods-inside`: measures here, prints result lines.
+pub fn run_pods_inside(args: PodsInsideArgs) -> anyhow::Result<ExitCode> {
+    let machine = Machine::probe();
+    let (settle, sample_every) = pod_pacing(true);
+    let plan = PodPlan {
+        warmup: args.warmup,
+        runs: args.runs,
+        idle_runs: args.idle_runs,
+        parallel: args.parallel,
+        parallel_rounds: args.parallel_rounds,
+        density: args.density,
+        timeout: Duration::from_secs(args.timeout),
+        settle,
+        sample_every,
+    };
+    let tools = PodTools {
+        husk: args.husk,
+        kernel: args.kernel,
+        initramfs: args.initramfs,
+    };
+    let scratch = Scratch::new("pods")?;
+    let mut sections = pods::measure(&tools, &scratch.0, &machine, &inside_place(), &plan);
+    note_test_host_kvm(&mut sections, &machine);
+    Ok(print_sections(&sections))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        pods: PodsArgs,
+    }
+
+    fn plan(args: &[&str], emulated: bool) -> PodPlan {
+        let all = std::iter::once("pods").chain(args.iter().copied());
+        pod_plan(&Wrap::try_parse_from(all).unwrap().pods, emulated)
+    }
+
+    #[test]
+    fn pod_plans_by_place_smoke_and_flags() {
+        let emu = plan(&[], true);
+        assert_eq!((emu.warmup, emu.runs, emu.idle_runs), (1, 5, 3));
+        assert_eq!(
+            (emu.parallel.clone(), emu.parallel_rounds),
+            (vec![10, 50], 1)
+        );
+        assert_eq!(emu.density, 100);
+        let smoke = plan(&["--smoke", "--density", "40"], true);
+        assert_eq!(
+            (smoke.warmup, smoke.runs, smoke.parallel.clone()),
+            (0, 1, vec![2])
+        );
+        assert_eq!(smoke.density, 2);
+        let given = plan(
+            &["--parallel", "4,8", "--density", "0", "--runs", "7"],
+            false,
+        );
+        assert_eq!(
+            (given.parallel.clone(), given.density, given.runs),
+            (vec![4, 8], 0, 7)
+        );
+        assert_eq!(given.parallel_rounds, 3);
+    }
+
+    #[test]
+    fn the_test_host_gets_memory_for_the_most_pods_at_once() {
+        assert_eq!(host_memory_for(&plan(&[], true)), 2048 + 64 * 100);
+        assert_eq!(host_memory_for(&plan(&["--smoke"], true)), 4096);
+        let batches = plan(&["--parallel", "10,60", "--density", "20"], true);
+        assert_eq!(host_memory_for(&batches), 2048 + 64 * 60);
+    }
 }

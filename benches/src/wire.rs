@@ -133,6 +133,7 @@ pub fn encode(section: &Section) -> Vec<String> {
         let unit = match f.unit {
             Unit::Millis => "ms",
             Unit::MiB => "MiB",
+            Unit::Times => "x",
         };
         out.push(line(&[
             "figure",
@@ -218,6 +219,7 @@ pub fn decode_all(text: &str) -> Result<Vec<Section>, String> {
                     unit: match unit.as_str() {
                         "ms" => Unit::Millis,
                         "MiB" => Unit::MiB,
+                        "x" => Unit::Times,
                         _ => return Err(bad()),
                     },
                     peer: peer.clone(),
@@ -266,16 +268,28 @@ mod tests {
             },
             warmup: 1,
             runs: 2,
-            figures: vec![Figure {
-                id: "boot.linux.ready".into(),
-                title: "launch → `ready`".into(),
-                place: "inside tests/kvm-host".into(),
-                unit: Unit::Millis,
-                peer: "QEMU microvm".into(),
-                husk: vec![1500.25, 1600.0],
-                peer_samples: vec![],
-                budget: Budget::NotApplicable("emulated".into()),
-            }],
+            figures: vec![
+                Figure {
+                    id: "boot.linux.ready".into(),
+                    title: "launch → `ready`".into(),
+                    place: "inside tests/kvm-host".into(),
+                    unit: Unit::Millis,
+                    peer: "QEMU microvm".into(),
+                    husk: vec![1500.25, 1600.0],
+                    peer_samples: vec![],
+                    budget: Budget::NotApplicable("emulated".into()),
+                },
+                Figure {
+                    id: "pods.parallel10.p99_over_single".into(),
+                    title: "p99 ÷ one".into(),
+                    place: "here".into(),
+                    unit: Unit::Times,
+                    peer: "runc".into(),
+                    husk: vec![2.5],
+                    peer_samples: vec![1.25],
+                    budget: Budget::AtMost(3.0),
+                },
+            ],
             notes: vec!["a\\b\nc".into()],
             commands: vec![("husk".into(), "husk boot --kernel /k".into())],
         };

@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod containers;
+pub mod pods;
 pub mod virtiofs;
 
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub enum Unit {
     Millis,
     /// Mebibytes.
     MiB,
+    /// A plain multiple (one figure over another).
+    Times,
 }
 
 impl Unit {
@@ -27,6 +30,7 @@ impl Unit {
         match self {
             Self::Millis => "ms",
             Self::MiB => "MiB",
+            Self::Times => "×",
         }
     }
 }
