@@ -3,6 +3,7 @@
 
 mod containerd;
 mod containers;
+mod cri;
 mod differential;
 mod fs;
 mod podman;

@@ -24,12 +24,27 @@ pub struct Containerd {
     pub husk_config: PathBuf,
     /// The husk state directory (pods live under `pods/`).
     pub husk_state: PathBuf,
+    /// containerd runs with a private `/var/lib` (see [`Containerd::start_cri`]).
+    private_var_lib: bool,
 }
 
 impl Containerd {
     /// Starts containerd with `extra` appended to its config (e.g. the CRI
     /// plugin's settings; without it the CRI plugin is disabled).
     pub fn start(extra: Option<&str>) -> Self {
+        Self::start_in(extra, false)
+    }
+
+    /// [`Containerd::start`] with the CRI plugin's `settings`, and
+    /// containerd in a mount namespace of its own whose `/var/lib` is an
+    /// empty tmpfs: CNI keeps its result cache in `/var/lib/cni`, a path
+    /// no setting moves, which the test host's read-only root cannot
+    /// create (and the host's own stays untouched).
+    pub fn start_cri(settings: &str) -> Self {
+        Self::start_in(Some(settings), true)
+    }
+
+    fn start_in(extra: Option<&str>, private_var_lib: bool) -> Self {
         let shim = husk_bin().with_file_name(SHIM_BIN);
         assert!(
             shim.exists(),
@@ -68,13 +83,14 @@ impl Containerd {
             extra = extra.unwrap_or(""),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let child = spawn_containerd(d, &husk_config);
+        let child = spawn_containerd(d, &husk_config, private_var_lib);
         let me = Self {
             dir,
             child: Mutex::new(child),
             address,
             husk_config,
             husk_state,
+            private_var_lib,
         };
         me.wait_up();
         me
@@ -95,7 +111,8 @@ impl Containerd {
     /// as a host's service manager would; running shims are not touched.
     pub fn restart(&self) {
         self.stop();
-        *self.child.lock().unwrap() = spawn_containerd(self.dir.path(), &self.husk_config);
+        *self.child.lock().unwrap() =
+            spawn_containerd(self.dir.path(), &self.husk_config, self.private_var_lib);
         self.wait_up();
     }
 
@@ -165,8 +182,9 @@ impl Drop for Containerd {
     }
 }
 
-/// Starts containerd on the config in `dir`, finding the shim on `PATH`.
-fn spawn_containerd(dir: &Path, husk_config: &Path) -> Child {
+/// Starts containerd on the config in `dir`, finding the shim on `PATH`;
+/// with `private_var_lib`, over an empty `/var/lib` of its own.
+fn spawn_containerd(dir: &Path, husk_config: &Path, private_var_lib: bool) -> Child {
     let shim = husk_bin().with_file_name(SHIM_BIN);
     let path = format!(
         "{}:{}",
@@ -178,7 +196,16 @@ fn spawn_containerd(dir: &Path, husk_config: &Path) -> Child {
         .append(true)
         .open(dir.join("containerd.log"))
         .unwrap();
-    Command::new("containerd")
+    let mut command = if private_var_lib {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"]).arg(
+            "mount -t tmpfs -o mode=755 husk-var-lib /var/lib && mkdir /var/lib/cni && exec containerd \"$@\"",
+        ).arg("containerd");
+        c
+    } else {
+        Command::new("containerd")
+    };
+    command
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)

@@ -47,6 +47,16 @@ fn run(cmd: &mut Command) -> std::io::Result<()> {
 /// Writes an image archive named `name` (e.g. `docker.io/library/husk-busybox:latest`)
 /// whose single layer is the busybox rootfs, in `dir`; returns its path.
 pub fn busybox_image_archive(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    busybox_image_archive_with(dir, name, &[])
+}
+
+/// [`busybox_image_archive`] whose image runs `entrypoint` (none: `sh`),
+/// e.g. a pod's pause image that sleeps forever. One archive per `dir`.
+pub fn busybox_image_archive_with(
+    dir: &Path,
+    name: &str,
+    entrypoint: &[&str],
+) -> std::io::Result<PathBuf> {
     let rootfs = dir.join("image-rootfs");
     busybox_rootfs(&rootfs)?;
     let layout = dir.join("image-layout");
@@ -60,10 +70,15 @@ pub fn busybox_image_archive(dir: &Path, name: &str) -> std::io::Result<PathBuf>
         .arg(&layer)
         .arg("."))?;
     let (layer_digest, layer_size) = add_blob(&layout, &layer)?;
+    let process = if entrypoint.is_empty() {
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"})
+    } else {
+        serde_json::json!({"Env": ["PATH=/bin"], "Entrypoint": entrypoint, "WorkingDir": "/"})
+    };
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "config": process,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });
     let config_file = dir.join("config.json");
@@ -145,5 +160,24 @@ mod tests {
         let docker: serde_json::Value =
             serde_json::from_slice(&fs::read(layout.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(docker[0]["RepoTags"][0], "t:1");
+        let config = layout.join(docker[0]["Config"].as_str().unwrap());
+        let config: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+        assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    }
+
+    #[test]
+    fn an_entrypoint_replaces_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        busybox_image_archive_with(dir.path(), "p:1", &["sleep", "9"]).unwrap();
+        let layout = dir.path().join("image-layout");
+        let docker: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("manifest.json")).unwrap()).unwrap();
+        let config = layout.join(docker[0]["Config"].as_str().unwrap());
+        let config: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["sleep", "9"])
+        );
+        assert!(config["config"].get("Cmd").is_none());
     }
 }

@@ -1,0 +1,53 @@
+//! What the host shows of a pod: its microVM is one `husk vmm` process.
+
+use std::path::Path;
+
+/// Pids of the `husk vmm` processes on this host (argv[0] named `husk`,
+/// argv[1] `vmm`).
+pub fn vmm_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            is_vmm(&cmdline).then_some(pid)
+        })
+        .collect()
+}
+
+/// Whether a NUL-separated command line is husk's VMM.
+fn is_vmm(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0);
+    let argv0 = args.next().unwrap_or_default();
+    let name = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name();
+    name.is_some_and(|n| n == "husk") && args.next() == Some(b"vmm".as_slice())
+}
+
+/// Whether `pid` is still a process.
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_husk_vmm_command_lines_are_vmms() {
+        assert!(is_vmm(b"/opt/husk/husk\0vmm\0--config\0x\0"));
+        assert!(is_vmm(b"husk\0vmm\0"));
+        assert!(!is_vmm(b"/usr/bin/husk\0run\0vmm\0"));
+        assert!(!is_vmm(b"/usr/bin/containerd-shim-husk-v2\0vmm\0"));
+        assert!(!is_vmm(b""));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_not_a_vmm() {
+        let me = std::process::id();
+        assert!(alive(me));
+        assert!(!vmm_pids().contains(&me));
+    }
+}
