@@ -573,6 +573,10 @@ pub struct PodsArgs {
     /// largest batch or the density part: 2048 + 64 per pod, at least 4096].
     #[arg(long)]
     pub host_memory: Option<u64>,
+    /// Longest the emulated test host may run, seconds [default: every
+    /// command at its worst]; the parts measured by then come back.
+    #[arg(long)]
+    pub host_timeout: Option<u64>,
     /// One round of everything, 2 pods at once, 2 for density, no warm-up.
     #[arg(long)]
     pub smoke: bool,
@@ -696,7 +700,7 @@ pub fn run_pods(args: PodsArgs) -> anyhow::Result<ExitCode> {
         )]
     } else if let Some(place) = local {
         let scratch = Scratch::new("pods")?;
-        pods::measure(&tools, &scratch.0, &machine, &place, &plan)
+        pods::measure(&tools, &scratch.0, &machine, &place, &plan, &mut |_| {})
     } else {
         let n = |v: usize| -> OsString { v.to_string().into() };
         let list = plan
@@ -734,8 +738,9 @@ pub fn run_pods(args: PodsArgs) -> anyhow::Result<ExitCode> {
         // start and removal, each batch's pods and the density pods.
         let rounds = 2 * (2 * plan.warmup + plan.runs + plan.idle_runs) as u64;
         let pods_at_once: usize = plan.parallel.iter().sum::<usize>() * plan.parallel_rounds;
-        let host_timeout =
-            600 + rounds * 90 + 2 * pods_at_once as u64 * 30 + 2 * plan.density as u64 * 40;
+        let host_timeout = args.host_timeout.unwrap_or(
+            600 + rounds * 90 + 2 * pods_at_once as u64 * 30 + 2 * plan.density as u64 * 40,
+        );
         let memory = args.host_memory.unwrap_or_else(|| host_memory_for(&plan));
         match through_test_host_with(&root, inside, host_timeout, Some(memory)) {
             Ok(mut s) => {
@@ -791,9 +796,25 @@ pub fn run_pods_inside(args: PodsInsideArgs) -> anyhow::Result<ExitCode> {
         initramfs: args.initramfs,
     };
     let scratch = Scratch::new("pods")?;
-    let mut sections = pods::measure(&tools, &scratch.0, &machine, &inside_place(), &plan);
-    note_test_host_kvm(&mut sections, &machine);
-    Ok(print_sections(&sections))
+    let sections = pods::measure(
+        &tools,
+        &scratch.0,
+        &machine,
+        &inside_place(),
+        &plan,
+        &mut |s| {
+            let mut s = [s.clone()];
+            note_test_host_kvm(&mut s, &machine);
+            print_sections(&s);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        },
+    );
+    Ok(if sections.iter().all(Section::measured_anything) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

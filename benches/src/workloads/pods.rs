@@ -583,93 +583,71 @@ fn health_note(side: &str, batches: &[Batch]) -> String {
     note
 }
 
-/// N pods started at once, for each N of the plan.
-pub fn parallel(p: &Pods, single: SingleStart) -> Section {
-    let mut figures = Vec::new();
-    let mut notes = Vec::new();
-    let mut failures = Vec::new();
-    for &n in &p.plan.parallel {
-        let rounds = interleave(
-            &format!("pods/parallel {n}"),
-            0,
-            p.plan.parallel_rounds,
-            |side, _| {
-                let ids: Vec<String> = (0..n).map(|_| p.id(side, &format!("par{n}"))).collect();
-                let b = batch(p, side, &ids, true, false);
-                if b.starts.is_empty() {
-                    Err(format!("no pod of {n} started: {}", b.problems.join("; ")))
-                } else {
-                    Ok(b)
-                }
-            },
-            Batch::describe,
-        );
-        failures.extend(rounds.failures.iter().cloned());
-        let all = |bs: &[Batch]| bs.iter().flat_map(|b| b.starts.iter().copied()).collect();
-        let p99s = |bs: &[Batch]| -> Vec<f64> {
-            bs.iter()
-                .filter_map(|b| percentile(&b.starts, 0.99))
-                .collect()
-        };
-        let mut each = p.figure(
-            &format!("pods.parallel{n}.start"),
-            &format!("{n} pods at once: each ctr run -d → task running (median = p50)"),
-            Unit::Millis,
-            p.time_budget(Budget::RatioAtMost(1.5)),
-        );
-        each.husk = all(&rounds.husk);
-        each.peer_samples = all(&rounds.peer);
-        let mut p99 = p.figure(
-            &format!("pods.parallel{n}.p99"),
-            &format!("{n} pods at once: p99 start of a batch"),
-            Unit::Millis,
-            Budget::NotApplicable("see the ratio to one start".into()),
-        );
-        p99.husk = p99s(&rounds.husk);
-        p99.peer_samples = p99s(&rounds.peer);
-        let over = |v: &[f64], one: Option<f64>| -> Vec<f64> {
-            one.filter(|o| *o > 0.0)
-                .map_or_else(Vec::new, |o| v.iter().map(|x| x / o).collect())
-        };
-        let mut ratio = p.figure(
-            &format!("pods.parallel{n}.p99_over_single"),
-            &format!("{n} pods at once: p99 start ÷ the median single start of the same runtime"),
-            Unit::Times,
-            p.time_budget(Budget::AtMost(3.0)),
-        );
-        ratio.husk = over(&p99.husk, single.husk);
-        ratio.peer_samples = over(&p99.peer_samples, single.runc);
-        figures.extend([each, p99, ratio]);
-        notes.push(format!(
-            "{n} at once: {}",
-            health_note("husk", &rounds.husk)
-        ));
-        notes.push(format!(
-            "{n} at once: {}",
-            health_note("runc", &rounds.peer)
-        ));
-    }
-    let mut s = p.section(
-        format!(
-            "Parallel starts: {} pods at once, husk vs runc",
-            p.plan
-                .parallel
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
+/// `n` pods started at once, `parallel_rounds` times per side.
+pub fn parallel(p: &Pods, n: usize, single: SingleStart) -> Section {
+    let rounds = interleave(
+        &format!("pods/parallel {n}"),
+        0,
         p.plan.parallel_rounds,
-        figures,
+        |side, _| {
+            let ids: Vec<String> = (0..n).map(|_| p.id(side, &format!("par{n}"))).collect();
+            let b = batch(p, side, &ids, true, false);
+            if b.starts.is_empty() {
+                Err(format!("no pod of {n} started: {}", b.problems.join("; ")))
+            } else {
+                Ok(b)
+            }
+        },
+        Batch::describe,
+    );
+    let all = |bs: &[Batch]| bs.iter().flat_map(|b| b.starts.iter().copied()).collect();
+    let p99s = |bs: &[Batch]| -> Vec<f64> {
+        bs.iter()
+            .filter_map(|b| percentile(&b.starts, 0.99))
+            .collect()
+    };
+    let mut each = p.figure(
+        &format!("pods.parallel{n}.start"),
+        &format!("{n} pods at once: each ctr run -d → task running (median = p50)"),
+        Unit::Millis,
+        p.time_budget(Budget::RatioAtMost(1.5)),
+    );
+    each.husk = all(&rounds.husk);
+    each.peer_samples = all(&rounds.peer);
+    let mut p99 = p.figure(
+        &format!("pods.parallel{n}.p99"),
+        &format!("{n} pods at once: p99 start of a batch"),
+        Unit::Millis,
+        Budget::NotApplicable("see the ratio to one start".into()),
+    );
+    p99.husk = p99s(&rounds.husk);
+    p99.peer_samples = p99s(&rounds.peer);
+    let over = |v: &[f64], one: Option<f64>| -> Vec<f64> {
+        one.filter(|o| *o > 0.0)
+            .map_or_else(Vec::new, |o| v.iter().map(|x| x / o).collect())
+    };
+    let mut ratio = p.figure(
+        &format!("pods.parallel{n}.p99_over_single"),
+        &format!("{n} pods at once: p99 start ÷ the median single start of the same runtime"),
+        Unit::Times,
+        p.time_budget(Budget::AtMost(3.0)),
+    );
+    ratio.husk = over(&p99.husk, single.husk);
+    ratio.peer_samples = over(&p99.peer_samples, single.runc);
+    let mut s = p.section(
+        format!("Parallel starts: {n} pods at once, husk vs runc"),
+        p.plan.parallel_rounds,
+        vec![each, p99, ratio],
     );
     s.warmup = 0;
-    p.finish(&mut s, &failures);
-    s.notes.extend(notes);
+    p.finish(&mut s, &rounds.failures);
+    s.notes.push(health_note("husk", &rounds.husk));
+    s.notes.push(health_note("runc", &rounds.peer));
     s.notes.push(
         "Every pod of a batch is launched at once (one thread per `ctr run -d`); each start is \
          launch → ctr exit. Once all have returned, each pod must answer `ctr task exec … echo \
-         TOKEN` with its token (healthy), eight at a time, then all are removed. DESIGN.md's \
-         issue asks for p99 ≤ 3× a single start (the idle part's median)."
+         TOKEN` with its token (healthy), eight at a time, then all are removed. The budget is \
+         p99 ≤ 3× a single start (the idle part's median)."
             .into(),
     );
     if p.place.emulated {
@@ -775,18 +753,22 @@ pub struct PodTools {
 }
 
 /// Every part of the plan on a private containerd (state under `/run`)
-/// with the busybox image built in `work`.
+/// with the busybox image built in `work`: `ctr run --rm`, the idle pod,
+/// density, then each parallel batch. Each section goes to `emit` as soon
+/// as it is measured (inside the test host: onto stdout, so a run cut
+/// short by its timeout still brings back what it measured).
 pub fn measure(
     tools: &PodTools,
     work: &Path,
     machine: &Machine,
     place: &Place,
     plan: &PodPlan,
+    emit: &mut dyn FnMut(&Section),
 ) -> Vec<Section> {
     let unmeasured = |why: String| {
         let title = format!("Pods through containerd — {}", place.name);
         eprintln!("husk-bench: {title}: not measured: {why}");
-        vec![Section {
+        Section {
             title,
             machine: machine.clone(),
             warmup: 0,
@@ -794,43 +776,56 @@ pub fn measure(
             figures: Vec::new(),
             notes: vec![format!("not measured: {why}")],
             commands: Vec::new(),
-        }]
+        }
     };
     let dir = Path::new("/run").join(format!("husk-bench-containerd-{}", std::process::id()));
+    let failed = |section: Section, emit: &mut dyn FnMut(&Section)| {
+        emit(&section);
+        vec![section]
+    };
     let containerd = match Containerd::start(&dir, &tools.husk, &tools.kernel, &tools.initramfs) {
         Ok(c) => c,
-        Err(e) => return unmeasured(husk::error_chain(&e)),
+        Err(e) => return failed(unmeasured(husk::error_chain(&e)), emit),
     };
     if let Err(e) = containerd.import_busybox(work, IMAGE) {
-        return unmeasured(husk::error_chain(&e));
+        return failed(unmeasured(husk::error_chain(&e)), emit);
     }
+    let server = containerd_version(&containerd);
+    let note = format!(
+        "One private containerd {server} (CRI plugin off, overlayfs snapshotter, state under \
+         /run) serves both runtimes; the image is busybox built locally and imported once."
+    );
     let pods = Pods::new(&containerd, machine, place, plan);
-    let mut sections = vec![run_rm(&pods)];
+    let mut sections = Vec::new();
+    let mut done = |mut s: Section, emit: &mut dyn FnMut(&Section)| {
+        s.notes.push(note.clone());
+        emit(&s);
+        sections.push(s);
+    };
+    done(run_rm(&pods), emit);
     let (idle_section, single) = idle(&pods);
-    sections.push(idle_section);
-    if !plan.parallel.is_empty() {
-        sections.push(parallel(&pods, single));
-    }
+    done(idle_section, emit);
     if plan.density > 0 {
-        sections.push(density(&pods));
+        done(density(&pods), emit);
     }
+    for &n in &plan.parallel {
+        done(parallel(&pods, n, single), emit);
+    }
+    sections
+}
+
+/// The server version `ctr version` reports.
+fn containerd_version(containerd: &Containerd) -> String {
     let version = containerd
         .ctr(&["version"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let server = version
+    version
         .lines()
         .skip_while(|l| !l.starts_with("Server"))
         .find_map(|l| l.trim().strip_prefix("Version:"))
-        .map_or_else(|| "unknown".to_string(), |v| v.trim().to_string());
-    for s in &mut sections {
-        s.notes.push(format!(
-            "One private containerd {server} (CRI plugin off, overlayfs snapshotter, state under \
-             /run) serves both runtimes; the image is busybox built locally and imported once."
-        ));
-    }
-    sections
+        .map_or_else(|| "unknown".to_string(), |v| v.trim().to_string())
 }
 
 #[cfg(test)]
