@@ -2,7 +2,7 @@
 
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::Args;
@@ -112,7 +112,7 @@ pub fn run(args: ExecArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         .terminal()
         .unwrap_or(false);
     if args.detach {
-        return detach(&args, globals);
+        return detach(&args, globals, terminal);
     }
     let ready = args.notify_fd.map(|fd| {
         // SAFETY: the detaching `husk exec` hands us this pipe's write end
@@ -144,9 +144,16 @@ fn new_exec_id() -> String {
 }
 
 /// Starts a foreground `husk exec` of the same process in its own
-/// session and returns once the process runs.
-fn detach(args: &ExecArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+/// session and returns once the process runs. With a terminal, the
+/// process's stdio is the pty, and the child holds none of ours.
+fn detach(args: &ExecArgs, globals: &Globals, terminal: bool) -> anyhow::Result<ExitCode> {
     let mut command = Command::new(std::env::current_exe()?);
+    if terminal {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
     command
         .arg("--root")
         .arg(&globals.root)

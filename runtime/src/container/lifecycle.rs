@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::state::{
@@ -144,6 +144,15 @@ fn start_monitor(
         command.arg("--console-socket").arg(socket);
     }
     command.arg(&opts.id);
+    if bundle.terminal() {
+        // The container's stdio is the pty; as runc's container does not,
+        // the monitor must not hold ours (containerd's runc shim reads our
+        // output until every holder closes it).
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
     let (monitor, report) = spawn_reporting(command).map_err(LifecycleError::SpawnMonitor)?;
     let monitor = finish_report(monitor, &report, opts.pid_file.as_deref(), &opts.id)?;
     Ok(CreatedContainer {

@@ -3,7 +3,10 @@
 //!
 //! The directory holds `state.json`, the monitor's log, and `vm/`, the
 //! sandbox state directory of its microVM (sockets, console log, shared
-//! directory). It lives from `create` until `delete`.
+//! directory). It lives from `create` until `delete`. Where `vm/`'s socket
+//! paths would not fit in a Unix socket address (Docker's root and 64-digit
+//! ids do not), the VM's directory is `<root>/.vm-<hash of the id>`
+//! instead, beside it (no container id starts with a dot).
 
 use std::collections::HashMap;
 use std::fs;
@@ -18,6 +21,11 @@ use crate::oci::{validate_container_id, ContainerIdError};
 
 /// The runtime-spec version husk reports.
 pub const OCI_VERSION: &str = "1.0.2";
+
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket name in a VM directory: the vsock socket with a port.
+const LONGEST_SOCKET_NAME: &str = "vsock.sock_4294967295";
 
 /// A container's lifecycle status (runtime-spec, plus runc's `paused`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,9 +194,16 @@ impl ContainerDir {
         self.dir.join("state.json")
     }
 
-    /// The microVM's sandbox state directory.
+    /// The microVM's sandbox state directory: `vm/` inside the container's
+    /// directory, or `<root>/.vm-<hash>` where that would make the VM's
+    /// socket paths too long to bind.
     pub fn vm_dir(&self) -> PathBuf {
-        self.dir.join("vm")
+        let inside = self.dir.join("vm");
+        if inside.join(LONGEST_SOCKET_NAME).as_os_str().len() <= MAX_SOCKET_PATH {
+            return inside;
+        }
+        let root = self.dir.parent().unwrap_or(Path::new("/"));
+        root.join(format!(".vm-{:016x}", fnv1a(self.id.as_bytes())))
     }
 
     /// The monitor's log (it has no stderr of its own: that is the container's).
@@ -256,14 +271,31 @@ impl ContainerDir {
         Ok(out)
     }
 
-    /// Removes the directory and everything in it.
+    /// Removes the directory and everything in it, and the VM's directory
+    /// where it lives beside it (a VMM killed with its monitor leaves it).
     pub fn remove(&self) -> Result<(), ContainerDirError> {
+        let vm_dir = self.vm_dir();
+        if !vm_dir.starts_with(&self.dir) {
+            match fs::remove_dir_all(&vm_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(&vm_dir)(e)),
+            }
+        }
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io(&self.dir)(e)),
         }
     }
+}
+
+/// FNV-1a, 64 bits: a short name for a container id that every husk
+/// version computes alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The start time of a process (field 22 of /proc/PID/stat), if it lives.
@@ -365,6 +397,42 @@ mod tests {
         assert_eq!(ContainerDir::list(root.path()).len(), 1);
         dir.remove().unwrap();
         assert!(ContainerDir::list(root.path()).is_empty());
+    }
+
+    #[test]
+    fn the_vm_dir_moves_beside_when_its_sockets_would_not_bind() {
+        let root = tempfile::tempdir().unwrap();
+        let short = ContainerDir::create(root.path(), "c1").unwrap();
+        assert_eq!(short.vm_dir(), short.dir.join("vm"));
+        // Docker's layout: a 33-byte root and a 64-digit id.
+        let docker_root = Path::new("/var/run/docker/runtime-runc/moby");
+        let long_id = "ab".repeat(32);
+        let long = ContainerDir::at(docker_root, &long_id).unwrap();
+        let vm_dir = long.vm_dir();
+        assert_eq!(vm_dir.parent(), Some(docker_root));
+        let name = vm_dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(".vm-") && name.len() == 20, "{name}");
+        assert!(long.vsock_path().as_os_str().len() + 11 <= MAX_SOCKET_PATH);
+        // Another id gets another directory; the same id the same one.
+        let other = ContainerDir::at(docker_root, &"cd".repeat(32)).unwrap();
+        assert_ne!(other.vm_dir(), vm_dir);
+        assert_eq!(
+            ContainerDir::at(docker_root, &long_id).unwrap().vm_dir(),
+            vm_dir
+        );
+        // Removing the container removes the VM's directory beside it.
+        let root_path = root.path().join("r".repeat(40));
+        let dir = ContainerDir::create(&root_path, &long_id).unwrap();
+        fs::create_dir(dir.vm_dir()).unwrap();
+        fs::write(dir.vm_dir().join("console.log"), "x").unwrap();
+        dir.write(&state(&long_id)).unwrap();
+        assert_eq!(
+            ContainerDir::list(&root_path).len(),
+            1,
+            "the VM dir is no container"
+        );
+        dir.remove().unwrap();
+        assert_eq!(fs::read_dir(&root_path).unwrap().count(), 0);
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub enum LoadBundleError {
         source_path: PathBuf,
     },
     /// `ociVersion` is not a 1.x runtime-spec version.
-    #[error("{path:?}: ociVersion {version:?} is not supported: husk runs runtime-spec 1.x bundles")]
+    #[error(
+        "{path:?}: ociVersion {version:?} is not supported: husk runs runtime-spec 1.x bundles"
+    )]
     Version {
         /// The config file.
         path: PathBuf,
@@ -134,7 +136,9 @@ impl Bundle {
         let version = spec.version();
         let mut parts = version.split('.');
         let is_1x = parts.next() == Some("1")
-            && parts.next().is_some_and(|minor| minor.parse::<u32>().is_ok());
+            && parts
+                .next()
+                .is_some_and(|minor| minor.parse::<u32>().is_ok());
         if !is_1x {
             return Err(LoadBundleError::Version {
                 path,
@@ -290,12 +294,30 @@ pub fn guest_spec_under(bundle: &Bundle, prefix: &Path) -> Spec {
         if let Some(namespaces) = linux.namespaces_mut() {
             namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
         }
+        if let Some(resources) = linux.resources_mut() {
+            drop_unset_zeros(resources);
+        }
     }
     if spec.hooks().is_some() {
         log::debug!("OCI hooks are not run by husk; ignored");
         spec.set_hooks(None);
     }
     spec
+}
+
+/// Docker writes `cpu.shares` and `blockIO.weight` as 0 when they are not
+/// set, and runc reads 0 there as "not set": so does the guest.
+fn drop_unset_zeros(resources: &mut oci_spec::runtime::LinuxResources) {
+    if let Some(cpu) = resources.cpu_mut() {
+        if cpu.shares() == Some(0) {
+            cpu.set_shares(None);
+        }
+    }
+    if let Some(block_io) = resources.block_io_mut() {
+        if block_io.weight() == Some(0) {
+            block_io.set_weight(None);
+        }
+    }
 }
 
 /// Why a container id was refused.
@@ -372,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn dockers_zero_shares_and_weight_mean_unset_and_others_stay() {
+        let with = |resources: &str| {
+            let config = GOOD.replace(
+                r#""linux":{"#,
+                &format!(r#""linux":{{"resources":{resources},"#),
+            );
+            let (_dir, b) = bundle_with(&config);
+            guest_spec(&b.unwrap())
+                .linux()
+                .clone()
+                .unwrap()
+                .resources()
+                .clone()
+                .unwrap()
+        };
+        let zero = with(r#"{"cpu":{"shares":0,"quota":50000},"blockIO":{"weight":0}}"#);
+        let cpu = zero.cpu().clone().unwrap();
+        assert_eq!(cpu.shares(), None);
+        assert_eq!(cpu.quota(), Some(50000));
+        assert_eq!(zero.block_io().clone().unwrap().weight(), None);
+        let set = with(r#"{"cpu":{"shares":512},"blockIO":{"weight":300}}"#);
+        assert_eq!(set.cpu().clone().unwrap().shares(), Some(512));
+        assert_eq!(set.block_io().clone().unwrap().weight(), Some(300));
+    }
+
+    #[test]
     fn bundles_sharing_a_vm_are_laid_out_under_their_prefix() {
         let (_dir, b) = bundle_with(GOOD);
         let b = b.unwrap();
@@ -409,7 +457,10 @@ mod tests {
             "linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#,
         );
         let e = b.unwrap_err().to_string();
-        assert!(e.contains("host's network") && e.contains("ip netns add"), "{e}");
+        assert!(
+            e.contains("host's network") && e.contains("ip netns add"),
+            "{e}"
+        );
         let (_d, b) = bundle_with(
             r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
         );
