@@ -26,7 +26,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 packages=(
   qemu-system-x86 linux-image-amd64 busybox-static
   linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio xz-utils kmod dwarves make gcc
-  iproute2 util-linux procps strace runc podman conmon containerd
+  iproute2 util-linux procps strace runc podman conmon containerd docker.io
   # the CRI end-to-end test: protoc for its client's build, CNI plugins
   # for the pod network
   protobuf-compiler containernetworking-plugins

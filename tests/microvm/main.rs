@@ -5,6 +5,7 @@ mod containerd;
 mod containers;
 mod cri;
 mod differential;
+mod docker;
 mod fs;
 mod podman;
 

@@ -1,0 +1,557 @@
+//! Docker with Debian's engine (docker.io 20.10) and husk as a runtime
+//! registered by path: dockerd's containerd drives the `husk` CLI through
+//! containerd-shim-runc-v2, one microVM per container. dockerd runs with
+//! everything of its own under one directory in /run (overlay2 needs a
+//! tmpfs under it, and the test host's root is read-only), and the client
+//! used is Debian's `/usr/bin/docker`, not whatever `docker` is first on
+//! `PATH`.
+//!
+//! One test with named cases; after each, nothing of its containers may be
+//! left: no husk monitor or VMM, no state under the root dockerd passes to
+//! husk, no container in `docker ps -a`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use husk_tests::image::busybox_image_archive;
+use husk_tests::{describe, husk_bin, husk_processes_with, initramfs, kernel, wait_until};
+
+/// Debian's client; another `docker` may come first on `PATH`.
+const DOCKER: &str = "/usr/bin/docker";
+/// Debian's engine.
+const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The image `docker load` makes of the archive.
+const IMAGE: &str = "husk-busybox:latest";
+/// The runtime name in daemon.json.
+const RUNTIME: &str = "husk";
+/// How long one docker call may take (every container boots a guest).
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the cleanup after a container ends may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A private dockerd.
+struct Docker {
+    dir: tempfile::TempDir,
+    daemon: Child,
+    calls: std::cell::Cell<u32>,
+}
+
+impl Docker {
+    /// Writes daemon.json (husk registered by path, with its configuration
+    /// as a runtime argument), starts dockerd without networking of its own
+    /// and loads the busybox image.
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("husk-docker.")
+            .tempdir_in("/run")
+            .expect("temp dir under /run");
+        let d = dir.path();
+        std::fs::create_dir(d.join("home")).unwrap();
+        let husk_config = d.join("husk.toml");
+        std::fs::write(
+            &husk_config,
+            format!(
+                "kernel = {:?}\ninitramfs = {:?}\nstate_dir = {:?}\n",
+                kernel(),
+                initramfs(),
+                d.join("husk")
+            ),
+        )
+        .unwrap();
+        let daemon_json = serde_json::json!({
+            // The default is under /etc/docker, read-only in the test host.
+            "deprecated-key-path": d.join("key.json"),
+            "runtimes": { RUNTIME: {
+                "path": husk_bin(),
+                "runtimeArgs": ["--config", husk_config],
+            }},
+        });
+        std::fs::write(d.join("daemon.json"), daemon_json.to_string()).unwrap();
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let daemon = Command::new(DOCKERD)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args([
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+                "--bridge=none",
+            ])
+            .env("HOME", d.join("home"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd (apt-get install docker.io)");
+        let docker = Self {
+            dir,
+            daemon,
+            calls: std::cell::Cell::new(0),
+        };
+        let up = wait_until(Duration::from_secs(120), || {
+            docker
+                .command(&["version"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "dockerd did not come up:\n{}", docker.log());
+        let archive = busybox_image_archive(docker.dir.path(), IMAGE).expect("image archive");
+        let loaded = docker.ok(&["load", "--input", archive.to_str().unwrap()]);
+        assert!(loaded.contains(IMAGE), "docker load: {loaded}");
+        docker
+    }
+
+    /// dockerd's log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// The root dockerd's runc shim passes husk (`--root`).
+    fn husk_root(&self) -> PathBuf {
+        self.dir.path().join("exec/runtime-runc/moby")
+    }
+
+    /// `docker -H … ARGS` with its own HOME (the client writes config there).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(DOCKER);
+        c.arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .args(args)
+            .env("HOME", self.dir.path().join("home"))
+            .env("DOCKER_CONFIG", self.dir.path().join("home/.docker"));
+        c
+    }
+
+    /// The client's command line for a shell (`script -c`).
+    fn shell_line(&self, args: &[&str]) -> String {
+        let mut line = format!(
+            "HOME={0}/home DOCKER_CONFIG={0}/home/.docker {DOCKER} -H unix://{0}/docker.sock",
+            self.dir.path().display()
+        );
+        for a in args {
+            line.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
+        }
+        line
+    }
+
+    /// Waits for `child` (its output in files) up to [`CALL_TIMEOUT`].
+    fn finish(&self, mut child: Child, what: &str, out: &Path, err: &Path) -> Output {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                let partial = Output {
+                    status,
+                    stdout: std::fs::read(out).unwrap_or_default(),
+                    stderr: std::fs::read(err).unwrap_or_default(),
+                };
+                panic!(
+                    "{what} took over {CALL_TIMEOUT:?}: {}\n--- dockerd\n{}",
+                    describe(&partial),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(out).unwrap(),
+            stderr: std::fs::read(err).unwrap(),
+        }
+    }
+
+    /// Files for the output of the next call.
+    fn output_files(&self) -> (PathBuf, PathBuf) {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        (
+            self.dir.path().join(format!("call-{n}.out")),
+            self.dir.path().join(format!("call-{n}.err")),
+        )
+    }
+
+    /// Runs `command` with `stdin` written to it and closed.
+    fn run_command(&self, mut command: Command, what: &str, stdin: Option<&[u8]>) -> Output {
+        let (out, err) = self.output_files();
+        let child = command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut child = child;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input).unwrap();
+        }
+        self.finish(child, what, &out, &err)
+    }
+
+    /// `docker ARGS`, no stdin.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_command(self.command(args), &format!("docker {args:?}"), None)
+    }
+
+    /// [`Docker::run`], which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "docker {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A fresh `--cidfile` path.
+    fn cidfile(&self) -> PathBuf {
+        let n = self.calls.get();
+        self.dir.path().join(format!("cid-{n}"))
+    }
+
+    /// `docker run --runtime husk --network none FLAGS IMAGE ARGS`.
+    fn run_args<'a>(flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["run", "--runtime", RUNTIME, "--network", "none"];
+        all.extend_from_slice(flags);
+        all.push(IMAGE);
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// Nothing of the containers `ids` is left once docker has cleaned up.
+    fn check_nothing_left(&self, ids: &[String]) -> Result<(), String> {
+        let left = || -> Vec<u32> { ids.iter().flat_map(|id| husk_processes_with(id)).collect() };
+        let gone = wait_until(CLEANUP_TIMEOUT, || left().is_empty());
+        check(gone, || {
+            format!(
+                "husk processes left: {:?}",
+                left()
+                    .iter()
+                    .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .unwrap_or_default())
+                    .collect::<Vec<_>>()
+            )
+        })?;
+        let entries = || -> Vec<PathBuf> {
+            std::fs::read_dir(self.husk_root())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        let empty = wait_until(CLEANUP_TIMEOUT, || entries().is_empty());
+        check(empty, || format!("left under husk's root: {:?}", entries()))?;
+        let ps = self.run(&["ps", "--all", "--quiet"]);
+        check(ps.status.success() && ps.stdout.is_empty(), || {
+            format!("docker still has containers: {}", describe(&ps))
+        })
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let ps = self.run(&["ps", "--all", "--quiet"]);
+            for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+                let _ = self.run(&["rm", "--force", id]);
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if !wait_until(Duration::from_secs(60), || {
+            self.daemon.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = self.daemon.kill();
+            let _ = self.daemon.wait();
+        }
+        // overlay2 mounts if dockerd died half way.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(self.dir.path().join("data"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The id docker wrote to a `--cidfile`.
+fn read_cid(path: &Path) -> Result<String, String> {
+    let id = std::fs::read_to_string(path)
+        .map_err(|e| format!("no container id in {path:?}: {e}"))?
+        .trim()
+        .to_string();
+    check(id.len() == 64, || format!("not a container id: {id:?}"))?;
+    Ok(id)
+}
+
+/// Output lines without a terminal's carriage returns.
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().map(|l| l.trim_end_matches('\r')).collect()
+}
+
+/// One case: returns the ids of the containers it ran.
+type Case = fn(&Docker) -> Result<Vec<String>, String>;
+
+fn foreground_exit_code_and_guest_kernel(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let out = d.run(&Docker::run_args(
+        &["--rm", "--cidfile", cid.to_str().unwrap()],
+        &["sh", "-c", "uname -r; echo err >&2; exit 3"],
+    ));
+    let id = read_cid(&cid)?;
+    check(out.status.code() == Some(3), || {
+        format!("exit: {}", describe(&out))
+    })?;
+    let guest = stdout(&out).trim().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    check(guest.starts_with("6.12.") && guest != host.trim(), || {
+        format!("not the guest's kernel: {}", describe(&out))
+    })?;
+    check(String::from_utf8_lossy(&out.stderr).contains("err"), || {
+        format!("stderr lost: {}", describe(&out))
+    })?;
+    Ok(vec![id])
+}
+
+fn stdin_reaches_the_process(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let args = Docker::run_args(
+        &["--rm", "-i", "--cidfile", cid.to_str().unwrap()],
+        &["sh", "-c", "read x; echo got:$x; cat; echo eof"],
+    );
+    let out = d.run_command(d.command(&args), "docker run -i", Some(b"hello\nmore\n"));
+    let id = read_cid(&cid)?;
+    check(out.status.success(), || {
+        format!("docker run -i: {}", describe(&out))
+    })?;
+    check(stdout(&out) == "got:hello\nmore\neof\n", || {
+        format!("stdin, or its end, did not arrive: {}", describe(&out))
+    })?;
+    Ok(vec![id])
+}
+
+fn a_terminal(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let args = Docker::run_args(
+        &["--rm", "-t", "--cidfile", cid.to_str().unwrap()],
+        &["sh", "-c", "tty; echo in-tty; exit 5"],
+    );
+    // script(1) gives the client a terminal; -e passes the exit status on.
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c"])
+        .arg(d.shell_line(&args))
+        .arg("/dev/null");
+    let out = d.run_command(script, "script docker run -t", None);
+    let id = read_cid(&cid)?;
+    check(out.status.code() == Some(5), || {
+        format!("docker run -t: {}", describe(&out))
+    })?;
+    let text = stdout(&out);
+    let got = lines(&text);
+    check(
+        got.len() == 2 && got[0].starts_with("/dev/pts/") && got[1] == "in-tty",
+        || format!("not a terminal: {}", describe(&out)),
+    )?;
+    Ok(vec![id])
+}
+
+fn detached_logs_exec_stop_kill_rm(d: &Docker) -> Result<Vec<String>, String> {
+    let id = d
+        .ok(&Docker::run_args(
+            &["-d"],
+            &[
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 0' TERM; echo started; sleep 600 & wait",
+            ],
+        ))
+        .trim()
+        .to_string();
+    let mut logs = String::new();
+    let started = wait_until(Duration::from_secs(120), || {
+        logs = d.ok(&["logs", &id]);
+        logs.contains("started")
+    });
+    check(started, || format!("docker logs: {logs:?}"))?;
+    let state = d.husk_root().join(&id).join("state.json");
+    check(state.exists(), || format!("{state:?} is not there"))?;
+
+    let out = d.run(&["exec", &id, "sh", "-c", "echo from-exec; exit 4"]);
+    check(out.status.code() == Some(4), || {
+        format!("docker exec: {}", describe(&out))
+    })?;
+    check(stdout(&out) == "from-exec\n", || {
+        format!("docker exec output: {}", describe(&out))
+    })?;
+
+    let out = d.run(&["exec", "-t", &id, "tty"]);
+    let text = stdout(&out);
+    let got = lines(&text);
+    check(
+        out.status.success() && got.len() == 1 && got[0].starts_with("/dev/pts/"),
+        || format!("docker exec -t: {}", describe(&out)),
+    )?;
+
+    // stop: SIGTERM reaches the container's shell, which exits 0.
+    d.ok(&["stop", "--time", "120", &id]);
+    let inspect = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        &id,
+    ]);
+    check(inspect.trim() == "exited 0", || {
+        format!("after stop: {inspect}")
+    })?;
+    let logs = d.ok(&["logs", &id]);
+    check(lines(&logs) == ["started", "got-term"], || {
+        format!("docker logs: {logs:?}")
+    })?;
+    d.ok(&["rm", &id]);
+
+    // kill: SIGKILL, status 137.
+    let killed = d
+        .ok(&Docker::run_args(&["-d"], &["sleep", "600"]))
+        .trim()
+        .to_string();
+    d.ok(&["kill", &killed]);
+    let status = d.ok(&["wait", &killed]);
+    check(status.trim() == "137", || {
+        format!("docker wait after kill: {status}")
+    })?;
+    d.ok(&["rm", &killed]);
+    Ok(vec![id, killed])
+}
+
+/// A process that exceeds its `--memory` is killed by the guest's OOM
+/// killer: the container ends with 137. Docker 20.10's runc shim watches
+/// the host cgroup of husk's monitor for OOM events, and the OOM happened
+/// in the guest, so `State.OOMKilled` stays false (docs/containerd.md).
+fn memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let out = d.run(&Docker::run_args(
+        &[
+            "--memory",
+            "32m",
+            "--memory-swap",
+            "32m",
+            "--cidfile",
+            cid.to_str().unwrap(),
+        ],
+        // Doubles a shell variable until the limit stops it.
+        &["sh", "-c", "x=x; while :; do x=$x$x; done"],
+    ));
+    let id = read_cid(&cid)?;
+    check(out.status.code() == Some(137), || {
+        format!("not killed: {}", describe(&out))
+    })?;
+    let state = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+        &id,
+    ]);
+    check(state.trim() == "exited 137 false", || {
+        format!("docker inspect: {state}")
+    })?;
+    d.ok(&["rm", &id]);
+    Ok(vec![id])
+}
+
+#[test]
+fn docker_with_debians_engine_runs_containers_in_microvms_through_the_husk_cli() {
+    let docker = Docker::start();
+    let cases: &[(&str, Case)] = &[
+        (
+            "foreground exit code and guest kernel",
+            foreground_exit_code_and_guest_kernel,
+        ),
+        ("stdin reaches the process", stdin_reaches_the_process),
+        ("a terminal", a_terminal),
+        (
+            "detached: logs, exec, stop, kill, rm",
+            detached_logs_exec_stop_kill_rm,
+        ),
+        ("a process over its memory limit", memory_limit_oom),
+    ];
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        let started = Instant::now();
+        let result = case(&docker).and_then(|ids| docker.check_nothing_left(&ids));
+        eprintln!(
+            "docker case {name:?}: {:?} in {:?}",
+            result.is_ok(),
+            started.elapsed()
+        );
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+            // Leave nothing to the next case.
+            let ps = docker.run(&["ps", "--all", "--quiet"]);
+            for id in stdout(&ps).split_whitespace() {
+                let _ = docker.run(&["rm", "--force", id]);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}\n--- dockerd log (tail)\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n"),
+        tail(&docker.log(), 6000)
+    );
+    // dockerd and its containerd end with the suite.
+    let dir = docker.dir.path().to_path_buf();
+    drop(docker);
+    let needle = dir.to_string_lossy().into_owned();
+    let ended = wait_until(Duration::from_secs(30), || {
+        husk_processes_with(&needle).is_empty()
+    });
+    assert!(
+        ended,
+        "dockerd or its containerd still runs: {:?}",
+        husk_processes_with(&needle)
+    );
+}
+
+/// The last `n` bytes of `text` (at a char boundary).
+fn tail(text: &str, n: usize) -> &str {
+    let mut start = text.len().saturating_sub(n);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
