@@ -6,24 +6,12 @@ use std::time::Duration;
 
 use husk_tests::containerd::{shim_pids, Containerd, RUNTIME};
 use husk_tests::image::busybox_image_archive;
-use husk_tests::{describe, husk_processes_with, wait_until};
+use husk_tests::{check, describe, husk_processes_with, stdout_of as stdout, wait_until};
 
 const IMAGE: &str = "docker.io/library/husk-busybox:latest";
 
 /// One case: it may leave nothing behind once it returns.
 type Case = fn(&Containerd) -> Result<(), String>;
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `ctr ARGS`, which must succeed.
 fn ctr_ok(c: &Containerd, args: &[&str]) -> Result<Output, String> {
@@ -408,35 +396,6 @@ fn pods_survive_a_containerd_restart(c: &Containerd) -> Result<(), String> {
     result
 }
 
-/// What a case may not leave: shims, VMMs, pod directories.
-fn leftovers(c: &Containerd) -> Vec<String> {
-    let mut left = Vec::new();
-    let clean = wait_until(Duration::from_secs(20), || {
-        shim_pids().is_empty() && husk_processes_with("vmm").is_empty()
-    });
-    if !clean {
-        left.push(format!(
-            "processes: shims {:?}, VMMs {:?}",
-            shim_pids(),
-            husk_processes_with("vmm")
-        ));
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let state = c.husk_state.display().to_string();
-    let mounted: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&state)).collect();
-    if !mounted.is_empty() {
-        left.push(format!("mounts on the host: {mounted:?}"));
-    }
-    let pods = c.husk_state.join("pods/default");
-    if let Ok(entries) = std::fs::read_dir(&pods) {
-        let names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-        if !names.is_empty() {
-            left.push(format!("pod directories {names:?} in {pods:?}"));
-        }
-    }
-    left
-}
-
 #[test]
 fn ctr_runs_containers_through_the_husk_shim() {
     let c = Containerd::start(None);
@@ -462,7 +421,7 @@ fn ctr_runs_containers_through_the_husk_shim() {
     for (name, case) in cases {
         let started = std::time::Instant::now();
         let result = case(&c);
-        let left = leftovers(&c);
+        let left = c.pod_leftovers("default", Duration::from_secs(20));
         match (&result, left.is_empty()) {
             (Ok(()), true) => eprintln!("{name}: ok ({:.1} s)", started.elapsed().as_secs_f64()),
             _ => failures.push(format!(
@@ -482,11 +441,6 @@ fn ctr_runs_containers_through_the_husk_shim() {
         failures.len(),
         cases.len(),
         failures.join("\n"),
-        tail(&c.log(), 60)
+        husk_tests::last_lines(&c.log(), 60)
     );
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_tests::containerd::{shim_pids, Containerd, RUNTIME};
+use husk_tests::containerd::{Containerd, RUNTIME};
 use husk_tests::image::busybox_image_archive_with;
-use husk_tests::{describe, husk_bin, husk_processes_with, wait_until};
+use husk_tests::{describe, husk_bin};
 
 const IMAGE: &str = "docker.io/library/husk-busybox:latest";
 /// The sandbox (pause) image: busybox sleeping until it is killed.
@@ -76,24 +76,7 @@ fn write_cni_config(conf_dir: &Path, ipam_dir: &Path) {
 /// What the run may not leave: shims, VMMs, pod directories, pod network
 /// namespaces and their addresses.
 fn leftovers(c: &Containerd, ipam_dir: &Path) -> Vec<String> {
-    let mut left = Vec::new();
-    let clean = wait_until(Duration::from_secs(30), || {
-        shim_pids().is_empty() && husk_processes_with("vmm").is_empty()
-    });
-    if !clean {
-        left.push(format!(
-            "processes: shims {:?}, VMMs {:?}",
-            shim_pids(),
-            husk_processes_with("vmm")
-        ));
-    }
-    let pods = c.husk_state.join("pods/k8s.io");
-    if let Ok(entries) = std::fs::read_dir(&pods) {
-        let names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-        if !names.is_empty() {
-            left.push(format!("pod directories {names:?} in {pods:?}"));
-        }
-    }
+    let mut left = c.pod_leftovers("k8s.io", Duration::from_secs(30));
     // containerd's pod network namespaces are bind-mounted there.
     let netns: Vec<_> = std::fs::read_dir("/run/netns")
         .map(|d| {
@@ -119,11 +102,6 @@ fn leftovers(c: &Containerd, ipam_dir: &Path) -> Vec<String> {
         left.push(format!("pod addresses still leased: {leases:?}"));
     }
     left
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]
@@ -176,6 +154,6 @@ fn cri_runs_a_pod_of_two_containers_in_one_vm() {
         out.status.success() && left.is_empty(),
         "CRI scenarios: {}\nleft behind: {left:?}\n--- containerd log (end)\n{}",
         describe(&out),
-        tail(&c.log(), 80)
+        husk_tests::last_lines(&c.log(), 80)
     );
 }

@@ -16,7 +16,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use husk_tests::image::busybox_image_archive;
-use husk_tests::{describe, husk_bin, husk_processes_with, initramfs, kernel, wait_until};
+use husk_tests::{
+    check, describe, husk_bin, husk_processes_with, initramfs, kernel, stdout_of as stdout,
+    wait_until,
+};
 
 /// Debian's client; another `docker` may come first on `PATH`.
 const DOCKER: &str = "/usr/bin/docker";
@@ -292,18 +295,6 @@ impl Drop for Docker {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The id docker wrote to a `--cidfile`.

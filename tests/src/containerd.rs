@@ -221,3 +221,36 @@ fn spawn_containerd(dir: &Path, husk_config: &Path, private_var_lib: bool) -> Ch
 pub fn shim_pids() -> Vec<u32> {
     crate::husk_processes_with(SHIM_BIN)
 }
+
+impl Containerd {
+    /// What a pod may not leave once its containers are gone: shim and
+    /// VMM processes, mounts of husk's state on the host, pod directories
+    /// of containerd namespace `namespace`. Empty when clean.
+    pub fn pod_leftovers(&self, namespace: &str, grace: Duration) -> Vec<String> {
+        let mut left = Vec::new();
+        let clean = wait_until(grace, || {
+            shim_pids().is_empty() && crate::husk_processes_with("vmm").is_empty()
+        });
+        if !clean {
+            left.push(format!(
+                "processes: shims {:?}, VMMs {:?}",
+                shim_pids(),
+                crate::husk_processes_with("vmm")
+            ));
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let state = self.husk_state.display().to_string();
+        let mounted: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&state)).collect();
+        if !mounted.is_empty() {
+            left.push(format!("mounts on the host: {mounted:?}"));
+        }
+        let pods = self.husk_state.join("pods").join(namespace);
+        if let Ok(entries) = std::fs::read_dir(&pods) {
+            let names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+            if !names.is_empty() {
+                left.push(format!("pod directories {names:?} in {pods:?}"));
+            }
+        }
+        left
+    }
+}
