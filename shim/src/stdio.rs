@@ -9,10 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use husk::agent::{attach_stdio, StdioStream};
-use husk::container::stdio::pump;
+use husk::container::stdio::{join_outputs, pump};
 use husk_protocol::agent::Stdio;
 
 use crate::error::TaskError;
@@ -170,15 +170,7 @@ impl Bridge {
 
     /// Waits until the process's output reached the FIFOs, or `timeout`.
     pub fn finish(self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        for t in self.outputs {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        join_outputs(self.outputs, timeout);
     }
 }
 

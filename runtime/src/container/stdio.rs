@@ -140,16 +140,22 @@ impl StdioBridge {
 
     /// Waits until the process's output has reached the host, or `timeout`.
     pub fn finish(self, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        for t in self.outputs {
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                log::warn!("stdio output still open after the process ended; not waiting longer");
-            }
+        join_outputs(self.outputs, timeout);
+    }
+}
+
+/// Joins output-copying threads that end within `timeout`; the others are
+/// left to end with their streams.
+pub fn join_outputs(outputs: Vec<JoinHandle<()>>, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    for t in outputs {
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!("stdio output still open after the process ended; not waiting longer");
         }
     }
 }
