@@ -202,6 +202,36 @@ fn to_console(in_guest: bool, line: &str) {
 pub fn announce_ready(in_guest: bool, addr: &str) {
     log::info!("serving the agent API on {addr}");
     to_console(in_guest, &format!("husk-agent: ready on {addr}"));
+    if in_guest {
+        tell_host_ready();
+    }
+}
+
+/// Connects to the host's ready port and hangs up: the host waits for this
+/// instead of knocking on the agent's port while the guest boots. If it
+/// fails the host still finds the agent by an occasional knock.
+fn tell_host_ready() {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+    use std::os::fd::AsRawFd;
+    let addr = VsockAddr::new(libc::VMADDR_CID_HOST, husk_protocol::READY_VSOCK_PORT);
+    let mut last = None;
+    for _ in 0..5 {
+        let attempt = socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .and_then(|fd| connect(fd.as_raw_fd(), &addr));
+        match attempt {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if let Some(e) = last {
+        log::warn!("cannot tell the host the agent is ready: {e}");
+    }
 }
 
 /// Makes a panic visible on the console before the process aborts (in the

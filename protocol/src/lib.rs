@@ -36,6 +36,12 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// The vsock port of process stdio streams (see `Stdio` in the .proto).
 pub const STDIO_VSOCK_PORT: u32 = 1025;
 
+/// The host vsock port the agent connects to once it serves its API. The
+/// host waits for that connection instead of knocking on the guest's port
+/// while it boots: each knock costs the booting guest an interrupt and a
+/// reply, which adds up when many guests boot on few CPUs.
+pub const READY_VSOCK_PORT: u32 = 1026;
+
 /// The API version this build speaks. Peers with another version refuse
 /// each other with a clear message instead of a decode error.
 pub const API_VERSION: u32 = 1;

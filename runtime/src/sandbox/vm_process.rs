@@ -7,6 +7,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ pub struct VmProcessPaths {
     pub config: PathBuf,
     /// The hybrid vsock socket.
     pub vsock: PathBuf,
+    /// Where the agent's "ready" connection arrives (guest connections to
+    /// host port P go to `<vsock>_P`).
+    pub ready: PathBuf,
     /// The guest console log.
     pub console_log: PathBuf,
     /// The VMM process's own stderr.
@@ -45,6 +49,7 @@ impl VmProcessPaths {
             dir: dir.to_path_buf(),
             config: dir.join("vm.json"),
             vsock: dir.join("vsock.sock"),
+            ready: dir.join(format!("vsock.sock_{}", husk_protocol::READY_VSOCK_PORT)),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
             shared: dir.join("shared"),
@@ -76,6 +81,15 @@ pub enum SpawnVmError {
     /// The shared directory's binds could not be prepared.
     #[error("shared directory")]
     Binds(#[source] super::mount_ns::PrepareBindsError),
+    /// The socket for the agent's ready connection could not be made.
+    #[error("cannot listen on {path:?} for the agent")]
+    ReadySocket {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The VMM process could not be started.
     #[error("cannot start the VMM {program:?}")]
     Spawn {
@@ -103,6 +117,8 @@ pub struct VmProcess {
     child: Option<Child>,
     paths: VmProcessPaths,
     started: Instant,
+    /// Listens for the agent's ready connection until it has come.
+    ready: Option<UnixListener>,
 }
 
 impl VmProcess {
@@ -140,6 +156,7 @@ impl VmProcess {
             child: None,
             paths: paths.clone(),
             started: Instant::now(),
+            ready: None,
         };
         if config.console != ConsoleConfig::Off {
             config.console = ConsoleConfig::Log {
@@ -167,6 +184,15 @@ impl VmProcess {
             })?;
         }
         let binds = Binds::prepare(&paths.shared, &options.binds).map_err(SpawnVmError::Binds)?;
+        // Bound before the VMM starts, so the agent's connection always
+        // finds it.
+        let ready = UnixListener::bind(&paths.ready)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| SpawnVmError::ReadySocket {
+                path: paths.ready.clone(),
+                source,
+            })?;
+        process.ready = Some(ready);
         let die_with_parent = options.die_with_parent;
         let mut command = Command::new(husk_bin);
         command
@@ -192,6 +218,17 @@ impl VmProcess {
     /// The state directory's files.
     pub fn paths(&self) -> &VmProcessPaths {
         &self.paths
+    }
+
+    /// The listener for the agent's ready connection, until it has come.
+    pub fn ready_listener(&self) -> Option<&UnixListener> {
+        self.ready.as_ref()
+    }
+
+    /// Closes the ready listener: the agent has said it is ready.
+    pub fn agent_is_ready(&mut self) {
+        self.ready = None;
+        let _ = fs::remove_file(&self.paths.ready);
     }
 
     /// When the VMM process was started.
