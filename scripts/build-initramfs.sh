@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'initramfs: %s\n' "$*" >&2; }
 
-profile=release
+# The guest profile (Cargo.toml) optimises the agent for size.
+profile=guest
 case "${1:-}" in
   --debug) profile=debug ;;
   "") ;;
@@ -17,7 +18,7 @@ case "${1:-}" in
 esac
 target=x86_64-unknown-linux-gnu
 flags=(--locked -p husk-agent --target "$target")
-[ "$profile" = release ] && flags+=(--release)
+[ "$profile" = guest ] && flags+=(--profile guest)
 # The explicit --target keeps +crt-static off build scripts and proc-macros.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build "${flags[@]}" >&2
