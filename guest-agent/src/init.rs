@@ -165,8 +165,19 @@ pub fn setup_guest() -> Result<(), SetupGuestError> {
     if let Err(e) = protect_agent_binary() {
         log::warn!("cannot make /init read-only: {e}");
     }
+    bring_up_loopback();
     log::info!("guest set up");
     Ok(())
+}
+
+/// Sets loopback up at boot, so that a pod without interfaces (which the
+/// host may never send a ConfigureNetwork) still has localhost: applying
+/// an empty pod network does only that. ConfigureNetwork sets it up again
+/// and reports a failure to the host.
+fn bring_up_loopback() {
+    if let Err(e) = husk_netlink::apply_in_guest(&husk_netlink::PodNetwork::default()) {
+        log::warn!("cannot set loopback up: {}", husk_protocol::error_chain(&e));
+    }
 }
 
 /// Makes the agent binary read-only (a bind of itself, remounted ro).

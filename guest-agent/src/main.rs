@@ -14,6 +14,7 @@ mod container;
 mod guest_info;
 mod init;
 mod logger;
+mod network;
 mod reaper;
 mod service;
 mod shared_fs;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use husk_protocol::agent::{
-    health_response::Status, ContainerRequest, ContainerStatsResponse, CreateContainerRequest,
-    CreateContainerResponse, Empty, ExecProcessRequest, ExecProcessResponse, GuestDetailsResponse,
-    HealthResponse, ListProcessesResponse, OomEvent, ProcessRequest, ResizeTtyRequest,
-    ShutdownRequest, SignalProcessRequest, UpdateContainerRequest, VersionRequest, VersionResponse,
-    WaitProcessResponse,
+    health_response::Status, ConfigureNetworkRequest, ContainerRequest, ContainerStatsResponse,
+    CreateContainerRequest, CreateContainerResponse, Empty, ExecProcessRequest,
+    ExecProcessResponse, GuestDetailsResponse, HealthResponse, ListProcessesResponse, OomEvent,
+    ProcessRequest, ResizeTtyRequest, ShutdownRequest, SignalProcessRequest,
+    UpdateContainerRequest, VersionRequest, VersionResponse, WaitProcessResponse,
 };
 use husk_protocol::agent_ttrpc::Agent;
 use husk_protocol::API_VERSION;
@@ -21,6 +21,7 @@ use crate::container::{
     ContainerOpError, Containers, CreateContainerError, ExecProcessError, LookupError,
     OomEventError, ProcessOpError, StartProcessError,
 };
+use crate::network::ConfigureNetworkError;
 
 /// How long the agent lets its Shutdown reply travel before the guest ends.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
@@ -33,7 +34,8 @@ pub struct AgentService {
 
 impl AgentService {
     /// The service; `in_guest` decides whether Shutdown resets the guest
-    /// or ends the host process.
+    /// or ends the host process, and whether ConfigureNetwork may touch
+    /// the network at all.
     pub fn new(in_guest: bool, containers: Arc<Containers>) -> Self {
         Self {
             in_guest,
@@ -184,6 +186,16 @@ impl RpcCode for ContainerOpError {
 impl RpcCode for OomEventError {
     fn code(&self) -> Code {
         Code::DEADLINE_EXCEEDED
+    }
+}
+
+impl RpcCode for ConfigureNetworkError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Invalid(_) => Code::INVALID_ARGUMENT,
+            Self::HostMode => Code::FAILED_PRECONDITION,
+            Self::Apply(_) => Code::INTERNAL,
+        }
     }
 }
 
@@ -340,6 +352,15 @@ impl Agent for AgentService {
     fn get_oom_event(&self, ctx: &TtrpcContext, _req: Empty) -> ttrpc::Result<OomEvent> {
         oom_event(&self.containers, deadline(ctx)).map_err(status)
     }
+
+    fn configure_network(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConfigureNetworkRequest,
+    ) -> ttrpc::Result<Empty> {
+        crate::network::configure_network(self.in_guest, &req).map_err(status)?;
+        Ok(Empty::new())
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +393,24 @@ mod tests {
         let e = ProcessOpError::Lookup(LookupError::Container("x".into()));
         match status(e) {
             ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), Code::NOT_FOUND),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_network_the_guest_cannot_apply_is_reported_with_its_cause() {
+        let e = ConfigureNetworkError::Apply(husk_netlink::ApplyError::NoLinkWithMac {
+            mac: husk_netlink::Mac([2, 0, 0, 0, 0, 1]),
+            interface: "eth0".into(),
+        });
+        match status(e) {
+            ttrpc::Error::RpcStatus(s) => {
+                assert_eq!(s.code(), Code::INTERNAL);
+                let (outer, cause) = s.message().split_once(": ").unwrap();
+                assert_eq!(outer, "cannot configure the guest's network");
+                assert!(cause.starts_with("no link has MAC "), "{cause}");
+                assert!(cause.ends_with("interface eth0 of the pod has"), "{cause}");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -44,7 +44,10 @@ pub const READY_VSOCK_PORT: u32 = 1026;
 
 /// The API version this build speaks. Peers with another version refuse
 /// each other with a clear message instead of a decode error.
-pub const API_VERSION: u32 = 1;
+///
+/// 2: `ConfigureNetwork`, and the agent connects to [`READY_VSOCK_PORT`]
+/// once it serves.
+pub const API_VERSION: u32 = 2;
 
 /// An error and its sources, `: `-separated, for one-line reports on
 /// either side of the API.

@@ -128,6 +128,7 @@ impl HuskConfig {
             vsock: None,
             seccomp: self.seccomp,
             fs: None,
+            net: Vec::new(),
         }
     }
 

@@ -23,6 +23,10 @@ use husk_protocol::agent::{
 use husk_protocol::agent_ttrpc::AgentClient as TtrpcAgentClient;
 use husk_protocol::API_VERSION;
 
+mod network;
+
+pub use network::configure_network_request;
+
 /// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_REPLY: usize = 32;
 /// Longest answer to a stdio stream header (`ERR <why>` carries a reason).
@@ -536,6 +540,21 @@ impl AgentClient {
             .get_oom_event(self.blocking_ctx(), &Empty::new())
             .map_err(|source| AgentCallError::Call {
                 call: "GetOomEvent",
+                source: CallFailure(source),
+            })
+    }
+
+    /// Reproduces the pod's network in the guest: its NICs get the pod's
+    /// interface names, MTUs and addresses, and its routes and neighbours.
+    pub fn configure_network(
+        &self,
+        network: &husk_netlink::PodNetwork,
+    ) -> Result<(), AgentCallError> {
+        self.client
+            .configure_network(self.ctx(), &configure_network_request(network))
+            .map(|_| ())
+            .map_err(|source| AgentCallError::Call {
+                call: "ConfigureNetwork",
                 source: CallFailure(source),
             })
     }

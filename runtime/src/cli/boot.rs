@@ -88,6 +88,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
             tag: args.fs_tag,
             shared_dir,
         }),
+        net: Vec::new(),
         seccomp: !args.no_seccomp,
     };
     let exit = run_vm(&config)?;

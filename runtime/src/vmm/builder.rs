@@ -27,6 +27,7 @@ use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{SerialConsole, COM1_PORT_BASE, COM1_PORT_LEN};
 use crate::devices::virtio::fs::{Fs, FsError, FsWorker};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::{Net, NetError, Tap};
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{GuestMemoryMmap, VirtioDevice, VirtioInterrupt};
 use crate::vmm::config::{ConsoleConfig, VmConfig};
@@ -145,6 +146,15 @@ pub enum BuildVmError {
     /// The virtio-fs device could not be created.
     #[error("virtio-fs device")]
     Fs(#[source] FsError),
+    /// A virtio-net device could not be created.
+    #[error("virtio-net device net[{index}]")]
+    Net {
+        /// Which NIC of the config.
+        index: usize,
+        /// Why.
+        #[source]
+        source: NetError,
+    },
     /// The virtio-mmio transport could not be created.
     #[error("virtio-mmio transport")]
     Mmio(#[source] crate::devices::virtio::mmio::MmioTransportError),
@@ -188,6 +198,11 @@ pub struct Vm {
 }
 
 /// Builds the VM a config describes. Call [`VmConfig::validate`] first.
+///
+/// Devices go on the MMIO bus in a fixed order: vsock, virtio-fs, then
+/// one virtio-net device per `net` entry (the guest names them `eth0`,
+/// `eth1`, … in that order). Each NIC's device owns a duplicate of the
+/// tap descriptor the process inherited.
 pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
     let kvm = Kvm::new().map_err(BuildVmError::Kvm)?;
     let vm_fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
@@ -252,6 +267,15 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
             Arc::new(Mutex::new(fs)),
         )?;
         fs_worker = Some(worker);
+    }
+    for (index, nic) in config.net.iter().enumerate() {
+        let net_err = |source| BuildVmError::Net { index, source };
+        let tap = Tap::from_inherited(nic.tap_fd).map_err(|e| net_err(NetError::Tap(e)))?;
+        let net = Arc::new(Mutex::new(
+            Net::new(tap, nic.mac, nic.mtu).map_err(net_err)?,
+        ));
+        virtio.attach(&vm_fd, &mem, &mut mmio_bus, &mut cmdline, net.clone())?;
+        event_manager.add_subscriber(net);
     }
 
     for extra in config.cmdline.split_whitespace() {

@@ -273,6 +273,7 @@ mod tests {
                 tag: "husk".into(),
                 shared_dir: "/".into(),
             }),
+            net: Vec::new(),
             seccomp: true,
         }
     }

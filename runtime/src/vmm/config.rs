@@ -16,6 +16,8 @@ pub const MIN_MEMORY_MIB: u32 = 32;
 pub const MAX_MEMORY_MIB: u32 = 256 * 1024;
 /// Lowest CID a guest may have (0–2 are reserved by vsock).
 pub const MIN_GUEST_CID: u64 = 3;
+/// Most network cards a microVM may have.
+pub const MAX_NICS: usize = 8;
 
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,67 @@ pub struct FsConfig {
     pub shared_dir: PathBuf,
 }
 
+/// A virtio-net device and the tap behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The tap's file descriptor number in the VMM process, inherited
+    /// from whoever started it: opened with `IFF_TAP | IFF_NO_PI |
+    /// IFF_VNET_HDR`, in the pod's network namespace. The VMM never opens
+    /// taps itself.
+    pub tap_fd: i32,
+    /// The guest NIC's MAC address, `"aa:bb:cc:dd:ee:ff"` in JSON: a
+    /// unicast address.
+    #[serde(with = "mac_address")]
+    pub mac: [u8; 6],
+    /// The guest NIC's MTU (at least 68; normally the tap's own).
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (hex digits in either case).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Serde for a MAC address as its usual text.
+mod mac_address {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_mac(mac))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_mac(&text).ok_or_else(|| {
+            de::Error::invalid_value(
+                de::Unexpected::Str(&text),
+                &"a MAC address aa:bb:cc:dd:ee:ff",
+            )
+        })
+    }
+}
+
 /// Everything the VMM needs to build and run one microVM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +153,10 @@ pub struct VmConfig {
     /// The virtio-fs device, if any.
     #[serde(default)]
     pub fs: Option<FsConfig>,
+    /// The network cards, at most [`MAX_NICS`]; the guest names them
+    /// `eth0`, `eth1`, … in this order.
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// Apply the seccomp filters (off only for debugging).
     #[serde(default = "default_true")]
     pub seccomp: bool,
@@ -155,6 +222,56 @@ pub enum VmConfigError {
     /// The extra command line holds a NUL byte.
     #[error("cmdline holds a NUL byte")]
     CmdlineNul,
+    /// Too many network cards.
+    #[error("net: {0} NICs, at most {MAX_NICS}")]
+    NetCount(usize),
+    /// A NIC's `tap_fd` is not a tap the device can use.
+    #[error("net[{index}].tap_fd = {fd}")]
+    NetTapFd {
+        /// Which NIC.
+        index: usize,
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        #[source]
+        source: crate::devices::virtio::net::TapFdError,
+    },
+    /// Two NICs name the same `tap_fd`.
+    #[error("net[{index}].tap_fd = {fd} is already the tap of net[{first}]")]
+    NetTapFdShared {
+        /// The later NIC.
+        index: usize,
+        /// The descriptor number.
+        fd: i32,
+        /// The earlier NIC.
+        first: usize,
+    },
+    /// A NIC's MAC is multicast, broadcast or all zeros.
+    #[error("net[{index}].mac = {mac}: must be a unicast address, not all zeros")]
+    NetMac {
+        /// Which NIC.
+        index: usize,
+        /// The address.
+        mac: String,
+    },
+    /// Two NICs have the same MAC.
+    #[error("net[{index}].mac = {mac} is already the MAC of net[{first}]")]
+    NetMacShared {
+        /// The later NIC.
+        index: usize,
+        /// The address.
+        mac: String,
+        /// The earlier NIC.
+        first: usize,
+    },
+    /// A NIC's MTU is below what a guest accepts.
+    #[error("net[{index}].mtu = {mtu}: must be at least {min}", min = crate::devices::virtio::net::MIN_MTU)]
+    NetMtu {
+        /// Which NIC.
+        index: usize,
+        /// The MTU.
+        mtu: u16,
+    },
 }
 
 impl VmConfig {
@@ -217,6 +334,49 @@ impl VmConfig {
                 return Err(VmConfigError::FsSharedDir(fs.shared_dir.clone()));
             }
         }
+        self.validate_net()
+    }
+
+    /// Checks the NICs: their number, each MAC and MTU, and that each
+    /// `tap_fd` is a tap of its own (opened with `IFF_VNET_HDR`).
+    fn validate_net(&self) -> Result<(), VmConfigError> {
+        if self.net.len() > MAX_NICS {
+            return Err(VmConfigError::NetCount(self.net.len()));
+        }
+        for (index, nic) in self.net.iter().enumerate() {
+            let mac = || format_mac(&nic.mac);
+            if nic.mac[0] & 1 != 0 || nic.mac == [0; 6] {
+                return Err(VmConfigError::NetMac { index, mac: mac() });
+            }
+            if nic.mtu < crate::devices::virtio::net::MIN_MTU {
+                return Err(VmConfigError::NetMtu {
+                    index,
+                    mtu: nic.mtu,
+                });
+            }
+            let earlier = &self.net[..index];
+            if let Some(first) = earlier.iter().position(|n| n.mac == nic.mac) {
+                return Err(VmConfigError::NetMacShared {
+                    index,
+                    mac: mac(),
+                    first,
+                });
+            }
+            if let Some(first) = earlier.iter().position(|n| n.tap_fd == nic.tap_fd) {
+                return Err(VmConfigError::NetTapFdShared {
+                    index,
+                    fd: nic.tap_fd,
+                    first,
+                });
+            }
+            crate::devices::virtio::net::check_tap_fd(nic.tap_fd).map_err(|source| {
+                VmConfigError::NetTapFd {
+                    index,
+                    fd: nic.tap_fd,
+                    source,
+                }
+            })?;
+        }
         Ok(())
     }
 }
@@ -274,6 +434,7 @@ mod tests {
             console: ConsoleConfig::Off,
             vsock: None,
             fs: None,
+            net: Vec::new(),
             seccomp: true,
         }
     }
@@ -383,5 +544,131 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:?}").contains("cache"), "{err:?}");
+    }
+
+    const MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+
+    fn nic(tap_fd: i32, mac: [u8; 6]) -> NetConfig {
+        NetConfig {
+            tap_fd,
+            mac,
+            mtu: 1500,
+        }
+    }
+
+    #[test]
+    fn macs_are_text_in_json() {
+        assert_eq!(format_mac(&MAC), "02:42:ac:11:00:02");
+        assert_eq!(parse_mac("02:42:AC:11:00:02"), Some(MAC));
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "2:42:ac:11:00:02",
+            "02-42-ac-11-00-02",
+            "zz:42:ac:11:00:02",
+            "+2:42:ac:11:00:02",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+        let json = serde_json::to_string(&nic(3, MAC)).unwrap();
+        assert_eq!(json, r#"{"tap_fd":3,"mac":"02:42:ac:11:00:02","mtu":1500}"#);
+        let base = r#"{"vcpus":1,"memory_mib":128,"kernel":"/k","#;
+        let c = VmConfig::from_json(&format!(
+            r#"{base}"net":[{{"tap_fd":3,"mac":"02:42:ac:11:00:02"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.net, [nic(3, MAC)]);
+        assert!(VmConfig::from_json(&format!("{base}\"kernel2\":1}}")).is_err());
+        for bad in [
+            r#"[{"tap_fd":3,"mac":"02:42:ac:11:00"}]"#,
+            r#"[{"tap_fd":3,"mac":[2,66,172,17,0,2]}]"#,
+            r#"[{"tap_fd":3,"mac":"02:42:ac:11:00:02","queues":2}]"#,
+            r#"[{"mac":"02:42:ac:11:00:02"}]"#,
+        ] {
+            let json = format!(r#"{base}"net":{bad}}}"#);
+            assert!(VmConfig::from_json(&json).is_err(), "{bad}");
+        }
+        // No NICs unless asked for.
+        let c = VmConfig::from_json(r#"{"vcpus":1,"memory_mib":128,"kernel":"/k"}"#).unwrap();
+        assert!(c.net.is_empty());
+    }
+
+    #[test]
+    fn checks_each_nic_and_names_the_field() {
+        use std::os::fd::AsRawFd;
+
+        use crate::devices::virtio::net::testing::NetnsTap;
+        use crate::devices::virtio::net::TapFdError;
+
+        let kernel = file_with(b"\x7fELF\x02\x01");
+        let mut c = config(kernel.path());
+        let expect = |c: &VmConfig, what: &str| {
+            let err = c.validate().unwrap_err();
+            let chain = crate::error_chain(&err);
+            assert!(chain.contains(what), "{chain}");
+            err
+        };
+
+        // Numbers that are no tap.
+        c.net = vec![nic(-1, MAC)];
+        let err = expect(&c, "net[0].tap_fd = -1: not an open file descriptor");
+        assert!(matches!(
+            err,
+            VmConfigError::NetTapFd {
+                source: TapFdError::NotOpen(_),
+                ..
+            }
+        ));
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        c.net = vec![nic(r.as_raw_fd(), MAC)];
+        let err = expect(&c, "not a tap");
+        assert!(matches!(err, VmConfigError::NetTapFd { index: 0, .. }));
+
+        // Addresses, MTUs and counts are checked before the descriptors.
+        c.net = vec![nic(-1, [0x03, 0, 0, 0, 0, 1])];
+        expect(
+            &c,
+            "net[0].mac = 03:00:00:00:00:01: must be a unicast address",
+        );
+        c.net = vec![nic(-1, [0xff; 6])];
+        assert!(matches!(c.validate(), Err(VmConfigError::NetMac { .. })));
+        c.net = vec![nic(-1, [0; 6])];
+        assert!(matches!(c.validate(), Err(VmConfigError::NetMac { .. })));
+        c.net = vec![NetConfig {
+            mtu: 67,
+            ..nic(-1, MAC)
+        }];
+        expect(&c, "net[0].mtu = 67: must be at least 68");
+        c.net = (0..9)
+            .map(|i| nic(100 + i, [2, 0, 0, 0, 0, i as u8]))
+            .collect();
+        expect(&c, "net: 9 NICs, at most 8");
+
+        let Some(tap) = NetnsTap::create(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR)
+        else {
+            return;
+        };
+        let Some(plain) = NetnsTap::create(libc::IFF_TAP | libc::IFF_NO_PI) else {
+            return;
+        };
+        let fd = tap.tap.as_raw_fd();
+        c.net = vec![nic(fd, MAC)];
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(VmConfig::from_json(&json).unwrap(), c);
+
+        c.net = vec![nic(plain.tap.as_raw_fd(), MAC)];
+        expect(&c, "needs IFF_TAP | IFF_NO_PI | IFF_VNET_HDR");
+        c.net = vec![nic(fd, MAC), nic(fd, [2, 0, 0, 0, 0, 9])];
+        expect(
+            &c,
+            &format!("net[1].tap_fd = {fd} is already the tap of net[0]"),
+        );
+        c.net = vec![nic(fd, MAC), nic(-1, MAC)];
+        expect(
+            &c,
+            "net[1].mac = 02:42:ac:11:00:02 is already the MAC of net[0]",
+        );
     }
 }

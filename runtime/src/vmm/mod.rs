@@ -5,7 +5,9 @@
 //! * The **VMM thread** (the process's main thread) builds the VM
 //!   ([`builder::build_vm`]), starts the other threads, then runs the one
 //!   device event loop (event-manager over epoll): the vsock device and its
-//!   connections, console input, and the exit event. It owns teardown.
+//!   connections, the virtio-net devices and their taps (including the
+//!   taps' offload ioctls after the guest's driver starts), console input,
+//!   and the exit event. It owns teardown.
 //! * One **vCPU thread** per vCPU ([`vcpu::run_vcpu`]) runs `KVM_RUN` and
 //!   serves port-I/O and MMIO exits synchronously through the buses. Queue
 //!   notifications do not go through it: they are ioeventfds that wake the
@@ -48,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use event_manager::SubscriberOps;
 
 pub use builder::{build_vm, BuildVmError, Vm};
-pub use config::{ConsoleConfig, FsConfig, VmConfig, VmConfigError, VsockConfig};
+pub use config::{ConsoleConfig, FsConfig, NetConfig, VmConfig, VmConfigError, VsockConfig};
 
 use exit::ExitWatcher;
 use vcpu::{install_kick_handler, run_vcpu, stop_vcpus, VcpuContext, VcpuEvent};

@@ -9,6 +9,7 @@
 
 pub mod fs;
 pub mod mmio;
+pub mod net;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod vsock;
