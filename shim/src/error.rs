@@ -5,7 +5,7 @@
 use husk::agent::{AgentCallError, AttachStdioError};
 use husk::config::LoadConfigError;
 use husk::oci::LoadBundleError;
-use husk::sandbox::{SpawnVmError, WaitAgentError};
+use husk::sandbox::{JoinNetworkError, SpawnVmError, WaitAgentError};
 use ttrpc::Code;
 
 use crate::pod::annotations::AnnotationError;
@@ -61,6 +61,9 @@ pub enum TaskError {
     /// containerd's stdio FIFOs.
     #[error(transparent)]
     Stdio(#[from] OpenStdioError),
+    /// The pod's network namespace could not be joined.
+    #[error(transparent)]
+    Network(#[from] JoinNetworkError),
     /// The microVM did not start.
     #[error("cannot start the microVM")]
     Spawn(#[from] SpawnVmError),
@@ -96,7 +99,8 @@ impl TaskError {
             TaskError::Invalid(_)
             | TaskError::Bundle(_)
             | TaskError::Config(_)
-            | TaskError::Annotation(_) => Code::INVALID_ARGUMENT,
+            | TaskError::Annotation(_)
+            | TaskError::Network(JoinNetworkError::Read(_)) => Code::INVALID_ARGUMENT,
             _ => Code::INTERNAL,
         }
     }

@@ -1,94 +1,12 @@
 //! Containers in microVMs through the runc-compatible `husk` CLI.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use husk_tests::bundle::{busybox_bundle, write_config};
-use husk_tests::{describe, husk_bin, husk_processes_with, wait_until};
-
-/// A runtime root of its own per test, removed at the end.
-struct Runtime {
-    root: tempfile::TempDir,
-}
-
-impl Runtime {
-    fn new() -> Self {
-        Self {
-            root: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(husk_bin());
-        c.arg("--root").arg(self.root.path()).args(args);
-        c
-    }
-
-    fn husk(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run husk")
-    }
-
-    /// For verbs that leave a container behind (`create`, `run --detach`):
-    /// its monitor keeps the stdio it was given, so give it files, not the
-    /// pipes `output()` would wait on.
-    fn husk_leaving_monitor(&self, args: &[&str]) -> Output {
-        let dir = tempfile::tempdir().unwrap();
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        let status = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .expect("run husk");
-        Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        }
-    }
-
-    /// `husk ARGS`, which must succeed.
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.husk(args);
-        assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
-        out
-    }
-
-    /// [`Runtime::husk_leaving_monitor`], which must succeed.
-    fn ok_leaving_monitor(&self, args: &[&str]) -> Output {
-        let out = self.husk_leaving_monitor(args);
-        assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
-        out
-    }
-
-    fn state(&self, id: &str) -> serde_json::Value {
-        let out = self.husk(&["state", id]);
-        assert!(out.status.success(), "{}", describe(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Nothing of the runtime is left: no container directory, no VMM.
-    fn assert_clean(&self) {
-        let left: Vec<PathBuf> = std::fs::read_dir(self.root.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "left in the root: {left:?}");
-        let root = self.root.path().to_str().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || husk_processes_with(root)
-                .is_empty()),
-            "husk processes left: {:?}",
-            husk_processes_with(root)
-        );
-    }
-}
+use husk_tests::cli::Runtime;
+use husk_tests::{describe, wait_until};
 
 fn bundle(args: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -473,10 +391,8 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads the winsize we pass.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
+    let resized = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(resized, 0);
     rt.ok(&["start", "c1"]);
     let mut tty = std::fs::File::from(master);
     tty.write_all(b"hello\n").unwrap();

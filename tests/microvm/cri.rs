@@ -47,8 +47,9 @@ fn cri_config(cni_conf_dir: &Path) -> String {
     )
 }
 
-/// A bridge network on [`POD_SUBNET`], with no gateway, masquerading or
-/// forwarding: pods get an address and nothing routes beyond the bridge.
+/// A bridge network on [`POD_SUBNET`] whose bridge holds the gateway
+/// address (so the host reaches pods), with no masquerading: nothing
+/// routes beyond the test host.
 fn write_cni_config(conf_dir: &Path, ipam_dir: &Path) {
     std::fs::create_dir_all(conf_dir).unwrap();
     let conflist = serde_json::json!({
@@ -57,7 +58,7 @@ fn write_cni_config(conf_dir: &Path, ipam_dir: &Path) {
         "plugins": [{
             "type": "bridge",
             "bridge": "husk-cri0",
-            "isGateway": false,
+            "isGateway": true,
             "ipMasq": false,
             "ipam": {
                 "type": "host-local",

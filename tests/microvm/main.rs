@@ -7,6 +7,7 @@ mod cri;
 mod differential;
 mod docker;
 mod fs;
+mod network;
 mod podman;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ fn vm_config(vcpus: u8, memory_mib: u32) -> VmConfig {
         console: ConsoleConfig::Stdout,
         vsock: None,
         fs: None,
+        net: Vec::new(),
         seccomp: true,
     }
 }

@@ -2,8 +2,10 @@
 //! are, running `husk`, and checking that nothing was left behind.
 
 pub mod bundle;
+pub mod cli;
 pub mod containerd;
 pub mod image;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

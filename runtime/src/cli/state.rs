@@ -57,6 +57,7 @@ mod tests {
             annotations: [("k".to_string(), "v".to_string())].into(),
             exit_status: Some(137),
             oom_killed,
+            network: None,
         }
     }
 

@@ -127,6 +127,7 @@ fn start_monitor(
             .collect::<HashMap<_, _>>(),
         exit_status: None,
         oom_killed: false,
+        network: None,
     })?;
     let exe = std::env::current_exe().map_err(LifecycleError::SpawnMonitor)?;
     let mut command = Command::new(exe);
@@ -327,6 +328,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
         }
     }
     wait_for_vmm_exit(&dir);
+    // The monitor parts the network when it ends by itself; after a crash
+    // (or a forced delete) the redirects are still on the pod's links.
+    if let Some(network) = &state.network {
+        network.part();
+    }
     dir.remove()?;
     Ok(())
 }

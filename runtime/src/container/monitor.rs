@@ -30,7 +30,10 @@ use super::stdio::{HostStdio, StdioBridge};
 use crate::agent::{AgentCallError, AgentClient, AttachStdioError};
 use crate::config::{HuskConfig, LoadConfigError};
 use crate::oci::{guest_spec, Bundle, GuestLayout, LoadBundleError, SHARED_FS_TAG};
-use crate::sandbox::{wait_for_agent, SpawnOptions, SpawnVmError, VmProcess, WaitAgentError};
+use crate::sandbox::{
+    net_configs, wait_for_agent, JoinNetworkError, JoinedNetwork, SpawnOptions, SpawnVmError,
+    VmProcess, WaitAgentError,
+};
 use crate::vmm::config::FsConfig;
 
 /// Guest CID of a container's VM (any CID works: each vsock is private).
@@ -90,6 +93,9 @@ pub enum CreateContainerError {
     /// The monitor's own descriptors.
     #[error("monitor stdio")]
     Stdio(#[source] std::io::Error),
+    /// The pod's network namespace could not be joined.
+    #[error(transparent)]
+    Network(#[from] JoinNetworkError),
     /// The microVM did not start.
     #[error("cannot start the microVM")]
     Spawn(#[from] SpawnVmError),
@@ -110,6 +116,8 @@ struct Created {
     client: AgentClient,
     bridge: StdioBridge,
     tty: Option<OwnedFd>,
+    /// Parted when the container ends.
+    network: Option<JoinedNetwork>,
 }
 
 /// Boots the VM and creates the container in it.
@@ -142,14 +150,30 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
         tag: SHARED_FS_TAG.to_string(),
         shared_dir,
     });
-    let options = SpawnOptions {
+    let mut options = SpawnOptions {
         binds: GuestLayout::for_bundle(&bundle).binds,
         die_with_parent: true,
+        ..SpawnOptions::default()
     };
+    let mut network = bundle
+        .network_namespace()
+        .map(JoinedNetwork::join)
+        .transpose()?;
+    if let Some(joined) = network.as_mut() {
+        // Recorded first, so a `delete` after a crash parts it.
+        let record = joined.record().clone();
+        dir.update(|s| s.network = Some(record))?;
+        vm.net = net_configs(&joined.nics());
+        options.taps = joined.take_tap_fds();
+    }
     let husk_bin = std::env::current_exe().map_err(CreateContainerError::Stdio)?;
     let mut process = VmProcess::spawn_with(&husk_bin, vm, &vm_dir, GUEST_CID, &options)?;
+    drop(options);
     let (client, version) = wait_for_agent(&mut process, AGENT_TIMEOUT)?;
     log::info!("container {}: agent {version} ready", dir.id);
+    if let Some(joined) = &network {
+        client.configure_network(&joined.network)?;
+    }
 
     let spec = serde_json::to_vec(&guest_spec(&bundle)).expect("spec serializes");
     let guest_pid = client.create_container(&dir.id, spec, host_stdio.wanted())?;
@@ -160,6 +184,7 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
         client,
         bridge,
         tty,
+        network,
     })
 }
 
@@ -217,6 +242,7 @@ fn wait_and_end(created: Created, dir: &ContainerDir, signals: SigSet) -> i32 {
         client,
         bridge,
         tty,
+        network,
     } = created;
     let id = dir.id.clone();
     {
@@ -251,6 +277,7 @@ fn wait_and_end(created: Created, dir: &ContainerDir, signals: SigSet) -> i32 {
         log::warn!("container {id}: the guest did not reset after shutdown; killing the VMM");
     }
     drop(process);
+    drop(network);
     status
 }
 

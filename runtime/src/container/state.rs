@@ -86,6 +86,9 @@ pub struct ContainerState {
     /// Whether the guest's OOM killer ended it.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The pod network joined to the VM, to part on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::sandbox::NetworkRecord>,
 }
 
 /// Why a container directory could not be used.
@@ -368,6 +371,7 @@ mod tests {
             annotations: HashMap::new(),
             exit_status: None,
             oom_killed: false,
+            network: None,
         }
     }
 

@@ -185,6 +185,18 @@ impl Bundle {
         Ok(Self { dir, spec, rootfs })
     }
 
+    /// The network namespace the spec names by path (prepared by CNI,
+    /// Docker or `ip netns add`), whose links the guest takes over; `None`
+    /// for a new, empty one.
+    pub fn network_namespace(&self) -> Option<&Path> {
+        self.spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+            .and_then(|n| n.path().as_deref())
+    }
+
     /// Whether the container's process wants a terminal.
     pub fn terminal(&self) -> bool {
         self.spec
@@ -469,7 +481,15 @@ mod tests {
             r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}},
             "linux":{"namespaces":[{"type":"network"}]}}"#,
         );
-        b.unwrap();
+        assert_eq!(b.unwrap().network_namespace(), None);
+        let (_d, b) = bundle_with(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["a"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/var/run/netns/pod"}]}}"#,
+        );
+        assert_eq!(
+            b.unwrap().network_namespace(),
+            Some(Path::new("/var/run/netns/pod"))
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@
 
 pub mod agent_wait;
 pub mod mount_ns;
+pub mod network;
 pub mod vm_process;
 
 pub use agent_wait::{wait_for_agent, WaitAgentError};
-pub use vm_process::{SpawnOptions, SpawnVmError, VmProcess, VmProcessPaths};
+pub use network::{JoinNetworkError, JoinedNetwork, NetworkRecord};
+pub use vm_process::{
+    net_configs, SpawnOptions, SpawnVmError, VmProcess, VmProcessPaths, TAP_FD_BASE,
+};

@@ -24,6 +24,7 @@ use husk::config::HuskConfig;
 use husk::container::sizing::vm_size;
 use husk::container::state::{process_alive, process_start_time};
 use husk::oci::{guest_spec_under, Bundle, GuestLayout};
+use husk::sandbox::{JoinedNetwork, NetworkRecord};
 use husk_protocol::agent::{ContainerStatsResponse, ProcessInfo};
 
 use crate::error::TaskError;
@@ -133,6 +134,12 @@ impl PodDir {
         self.dir.join("vmm.pid")
     }
 
+    /// The pod network joined to the VM ([`NetworkRecord`] as JSON), for
+    /// cleanup after a shim died.
+    pub fn network(&self) -> PathBuf {
+        self.dir.join("network.json")
+    }
+
     /// Kills a VMM left by a dead shim and removes the directory. Nothing
     /// is mounted in the host's namespace, so only empty mount points are
     /// left under `shared`.
@@ -148,6 +155,12 @@ impl PodDir {
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
+            }
+        }
+        if let Ok(text) = fs::read(self.network()) {
+            match serde_json::from_slice::<NetworkRecord>(&text) {
+                Ok(record) => record.part(),
+                Err(e) => log::warn!("cannot read {:?}: {e}", self.network()),
             }
         }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -276,7 +289,20 @@ impl Pod {
         };
         fs::create_dir_all(dir.shared()).map_err(io("create", &dir.shared()))?;
         let (vcpus, memory_mib) = vm_size(config, &bundle.spec);
-        let vm = match Vm::boot(config, vcpus, memory_mib, &dir.vm(), &dir.shared()) {
+        let network = match bundle.network_namespace().map(JoinedNetwork::join) {
+            None => None,
+            Some(Ok(joined)) => {
+                // Recorded first, so a `shim delete` after a crash parts it.
+                let json = serde_json::to_vec(joined.record()).expect("record serializes");
+                fs::write(dir.network(), json).map_err(io("write", &dir.network()))?;
+                Some(joined)
+            }
+            Some(Err(e)) => {
+                dir.clean_up();
+                return Err(e.into());
+            }
+        };
+        let vm = match Vm::boot(config, vcpus, memory_mib, &dir.vm(), &dir.shared(), network) {
             Ok(vm) => Arc::new(vm),
             Err(e) => {
                 dir.clean_up();

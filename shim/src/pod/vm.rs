@@ -9,7 +9,7 @@ use std::time::Duration;
 use husk::agent::AgentClient;
 use husk::config::HuskConfig;
 use husk::oci::SHARED_FS_TAG;
-use husk::sandbox::{wait_for_agent, SpawnOptions, VmProcess};
+use husk::sandbox::{net_configs, wait_for_agent, JoinedNetwork, SpawnOptions, VmProcess};
 use husk::vmm::config::FsConfig;
 
 use crate::error::TaskError;
@@ -32,6 +32,8 @@ pub struct Vm {
     /// The VMM's pid: every task of the pod reports it.
     pub pid: u32,
     process: Mutex<VmProcess>,
+    /// The pod network joined to the VM, parted when it shuts down.
+    network: Mutex<Option<JoinedNetwork>>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -63,7 +65,8 @@ fn husk_binary() -> Result<PathBuf, TaskError> {
 
 impl Vm {
     /// Boots a VM of `vcpus` and `memory_mib` whose state lives in `dir`
-    /// and which shares `shared`, and waits for its agent.
+    /// and which shares `shared`, with a NIC for each tap of `network`,
+    /// waits for its agent and gives it the pod's network.
     ///
     /// The VMM dies with the thread that spawned it (`PR_SET_PDEATHSIG`),
     /// so it is spawned from a thread that lives as long as the shim.
@@ -73,6 +76,7 @@ impl Vm {
         memory_mib: u32,
         dir: &Path,
         shared: &Path,
+        mut network: Option<JoinedNetwork>,
     ) -> Result<Self, TaskError> {
         let husk_bin = husk_binary()?;
         let mut vm = config.vm_config(vcpus, memory_mib);
@@ -80,6 +84,11 @@ impl Vm {
             tag: SHARED_FS_TAG.to_string(),
             shared_dir: shared.to_path_buf(),
         });
+        let mut taps = Vec::new();
+        if let Some(joined) = network.as_mut() {
+            vm.net = net_configs(&joined.nics());
+            taps = joined.take_tap_fds();
+        }
         let dir = dir.to_path_buf();
         let (reply, booted) = channel();
         std::thread::Builder::new()
@@ -88,6 +97,7 @@ impl Vm {
                 let options = SpawnOptions {
                     binds: Vec::new(),
                     die_with_parent: true,
+                    taps,
                 };
                 let result = VmProcess::spawn_with(&husk_bin, vm, &dir, GUEST_CID, &options)
                     .map_err(TaskError::from)
@@ -116,12 +126,21 @@ impl Vm {
         let (process, client, version) = booted.recv().map_err(|_| TaskError::NoVm)??;
         let pid = process.pid().unwrap_or(0);
         log::info!("pod VM up: VMM pid {pid}, agent {version}");
-        Ok(Self {
+        let this = Self {
             client,
             vsock: process.paths().vsock.clone(),
             pid,
             process: Mutex::new(process),
-        })
+            network: Mutex::new(None),
+        };
+        if let Some(joined) = network {
+            if let Err(e) = this.client.configure_network(&joined.network) {
+                this.shut_down();
+                return Err(e.into());
+            }
+            *this.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);
+        }
+        Ok(this)
     }
 
     /// Whether the VMM still runs.
@@ -152,6 +171,12 @@ impl Vm {
             log::warn!("the pod VM did not power off; killing its VMM");
         }
         process.kill();
+        drop(
+            self.network
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         let dir = process.paths().dir.clone();
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -31,6 +31,36 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// `GET path` over HTTP/1.0 from `addr` (`IP:PORT`), retried for up to
+/// 30 s while the server comes up; the whole reply.
+pub fn http_get(addr: &str, path: &str) -> Result<String, crate::steps::StepError> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let target: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| crate::steps::StepError::Check(format!("address {addr:?}: {e}")))?;
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let timeout = std::time::Duration::from_secs(5);
+            let mut s = std::net::TcpStream::connect_timeout(&target, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            Ok(reply)
+        })();
+        match attempt {
+            Ok(reply) => return Ok(reply),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(crate::steps::StepError::Check(format!(
+                    "no HTTP answer from {addr}: {e}"
+                )))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(300)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,31 @@ async fn in_pod(
         format!("hostname {hostname:?}, the pod's is {:?}", config.hostname)
     })?;
 
+    // The pod's network is CNI's: the address containerd reports is on
+    // the guest's eth0, and the host reaches a server in the pod there.
+    let pod_ip = status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    let addrs = steps
+        .exec_ok(&a, &["sh", "-c", "ip addr show dev eth0"])
+        .await?;
+    ensure(
+        !pod_ip.is_empty() && addrs.contains(&format!("inet {pod_ip}/")),
+        || format!("the pod's IP {pod_ip:?} is not on the guest's eth0: {addrs}"),
+    )?;
+    steps
+        .exec_ok(&a, &["httpd", "-p", "8080", "-h", "/etc"])
+        .await?;
+    let reply = host::http_get(&format!("{pod_ip}:8080"), "/hostname")?;
+    ensure(
+        reply.starts_with("HTTP/1.") && reply.contains(&config.hostname),
+        || format!("HTTP from the pod at {pod_ip}: {reply:?}"),
+    )?;
+    println!("pod IP {pod_ip} on the guest's eth0, reachable from the host");
+
     // A failing exec reports its code and stderr.
     let out = steps
         .exec(&b, &["sh", "-c", "echo to-stderr >&2; exit 3"])
