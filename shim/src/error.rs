@@ -101,6 +101,7 @@ impl TaskError {
             | TaskError::Config(_)
             | TaskError::Annotation(_)
             | TaskError::Network(JoinNetworkError::Read(_)) => Code::INVALID_ARGUMENT,
+            TaskError::Network(JoinNetworkError::AddedLater { .. }) => Code::FAILED_PRECONDITION,
             _ => Code::INTERNAL,
         }
     }

@@ -361,4 +361,64 @@ fn ctr_with_a_network_namespace_gives_the_pod_its_links() {
     let left = c.pod_leftovers("default", Duration::from_secs(20));
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(ns.leftovers(), Vec::<String>::new());
+
+    // An interface added after the pod's VM started cannot reach it (no
+    // hotplug on virtio-mmio): the next container of the pod is refused.
+    let mut ns = ns;
+    let sandbox = c.run(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &with_ns,
+        image,
+        "net-pod",
+        "sleep",
+        "600",
+    ]);
+    assert!(sandbox.status.success(), "sandbox: {}", describe(&sandbox));
+    ns.veth(
+        "eth1",
+        "10.77.6.2/24",
+        &format!("hn6-{}", std::process::id()),
+        "10.77.6.1/24",
+        1500,
+    );
+    let member = c.run(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &with_ns,
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=net-pod",
+        image,
+        "net-member",
+        "sleep",
+        "600",
+    ]);
+    let refused = String::from_utf8_lossy(&member.stderr).into_owned();
+    for id in ["net-member", "net-pod"] {
+        let _ = c.run(&["task", "kill", "-s", "KILL", id]);
+        wait_until(Duration::from_secs(60), || {
+            !stdout_of(&c.run(&["task", "ls"])).contains(id)
+                || stdout_of(&c.run(&["task", "ls"]))
+                    .lines()
+                    .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+        });
+        let _ = c.run(&["task", "rm", id]);
+        let _ = c.run(&["container", "rm", id]);
+    }
+    assert!(
+        !member.status.success() && refused.contains("eth1") && refused.contains("hotplug"),
+        "a member after eth1 was added: {}",
+        describe(&member)
+    );
+    let left = c.pod_leftovers("default", Duration::from_secs(20));
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(ns.leftovers(), Vec::<String>::new());
 }

@@ -18,6 +18,19 @@ pub enum JoinNetworkError {
     /// The taps or redirects could not be made (nothing is left).
     #[error("pod network")]
     Attach(#[source] AttachError),
+    /// Links appeared in the namespace after the VM started.
+    #[error(
+        "interface(s) {} were added to the pod's network namespace {netns:?} after its microVM \
+         started: virtio-mmio has no hotplug, so husk attaches only the interfaces present when \
+         the sandbox starts (add them before the pod sandbox is created)",
+        added.join(", ")
+    )]
+    AddedLater {
+        /// The namespace.
+        netns: PathBuf,
+        /// The new links.
+        added: Vec<String>,
+    },
 }
 
 /// What to undo when the pod ends: kept in the pod's state so that a
@@ -71,6 +84,27 @@ impl JoinedNetwork {
             record,
             taps,
         })
+    }
+
+    /// Fails if the namespace now has links the VM was not given (an
+    /// interface a CNI plugin added after the sandbox started).
+    pub fn check_no_links_added(&self) -> Result<(), JoinNetworkError> {
+        let now =
+            husk_netlink::read_pod_network(&self.record.netns).map_err(JoinNetworkError::Read)?;
+        let added: Vec<String> = now
+            .interfaces
+            .iter()
+            .filter(|i| !self.network.interfaces.iter().any(|j| j.name == i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        if added.is_empty() {
+            Ok(())
+        } else {
+            Err(JoinNetworkError::AddedLater {
+                netns: self.record.netns.clone(),
+                added,
+            })
+        }
     }
 
     /// What `delete` needs to part it after a crash.

@@ -266,6 +266,7 @@ impl Pod {
         } else {
             // Per-pod settings belong to the sandbox; still refuse typos.
             annotations::apply(&HuskConfig::default(), &annotations)?;
+            self.vm()?.check_network_unchanged()?;
             false
         };
         let created = self.create_in_vm(&req, &bundle);

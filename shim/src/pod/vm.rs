@@ -143,6 +143,20 @@ impl Vm {
         Ok(this)
     }
 
+    /// Fails if the pod's namespace gained links after the VM started:
+    /// they cannot reach the guest.
+    pub fn check_network_unchanged(&self) -> Result<(), TaskError> {
+        match self
+            .network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(joined) => Ok(joined.check_no_links_added()?),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the VMM still runs.
     pub fn alive(&self) -> bool {
         self.process
