@@ -134,6 +134,38 @@ pub struct ActivateContext {
     pub queue_evts: Vec<EventFd>,
 }
 
+/// Copies `data.len()` bytes of a read-only config space from `offset`;
+/// bytes beyond it read as zero.
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = offset
+            .checked_add(i as u64)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// The queues and their notification fds of an activation, as arrays of a
+/// device's own queue count `N`.
+pub type ActiveQueues<const N: usize> = ([Queue; N], [EventFd; N]);
+
+impl ActivateContext {
+    /// Takes the queues and their fds out of the context, refusing a driver
+    /// that set up other than `N`.
+    pub fn take_queues<const N: usize>(&mut self) -> Result<ActiveQueues<N>, ActivateError> {
+        let count = |got: usize| ActivateError::QueueCount { expected: N, got };
+        let queues: [Queue; N] = std::mem::take(&mut self.queues)
+            .try_into()
+            .map_err(|q: Vec<Queue>| count(q.len()))?;
+        let evts: [EventFd; N] = std::mem::take(&mut self.queue_evts)
+            .try_into()
+            .map_err(|e: Vec<EventFd>| count(e.len()))?;
+        Ok((queues, evts))
+    }
+}
+
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
     /// The virtio device id ([`device_type`]).

@@ -227,14 +227,7 @@ impl VirtioDevice for Fs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| self.config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::super::read_config_space(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -244,18 +237,8 @@ impl VirtioDevice for Fs {
         );
     }
 
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let expected = QUEUE_SIZES.len();
-        let got = ctx.queues.len();
-        let queues: [Queue; 2] = ctx
-            .queues
-            .try_into()
-            .map_err(|_| ActivateError::QueueCount { expected, got })?;
-        let got = ctx.queue_evts.len();
-        let evts: [EventFd; 2] = ctx
-            .queue_evts
-            .try_into()
-            .map_err(|_| ActivateError::QueueCount { expected, got })?;
+    fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
+        let (queues, evts) = ctx.take_queues::<2>()?;
         let active = Active {
             mem: ctx.mem,
             interrupt: ctx.interrupt,

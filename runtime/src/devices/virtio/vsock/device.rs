@@ -306,14 +306,7 @@ impl VirtioDevice for Vsock {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::super::read_config_space(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -323,18 +316,8 @@ impl VirtioDevice for Vsock {
         );
     }
 
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let expected = QUEUE_SIZES.len();
-        let got = ctx.queues.len();
-        let queues: [Queue; 3] = ctx
-            .queues
-            .try_into()
-            .map_err(|_| ActivateError::QueueCount { expected, got })?;
-        let got = ctx.queue_evts.len();
-        let evts: [EventFd; 3] = ctx
-            .queue_evts
-            .try_into()
-            .map_err(|_| ActivateError::QueueCount { expected, got })?;
+    fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
+        let (queues, evts) = ctx.take_queues::<3>()?;
         // A second activation without a reset replaces the first.
         self.retire();
         let [rx, tx, _event] = queues;
