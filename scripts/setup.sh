@@ -30,6 +30,8 @@ packages=(
   # the CRI end-to-end test: protoc for its client's build, CNI plugins
   # for the pod network
   protobuf-compiler containernetworking-plugins
+  # the network and fileio benchmarks (copied into their containers' rootfs)
+  iperf3 fio
 )
 missing=()
 for p in "${packages[@]}"; do

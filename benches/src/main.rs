@@ -6,6 +6,9 @@
 //! husk-bench containers [--runs N] [--exec-runs N] [--smoke] …
 //! husk-bench virtiofs [--runs N] [--file-mib M] [--files N] [--smoke] …
 //! husk-bench pods [--runs N] [--parallel 10,50] [--density N] [--smoke] …
+//! husk-bench network [--runs N] [--seconds S] [--round-trips N] [--smoke] …
+//! husk-bench cpu [--runs N] [--mib M] [--copies K] [--smoke] …
+//! husk-bench fileio [--runs N] [--file-mib M] [--files N] [--smoke] …
 //! ```
 //!
 //! Each workload lives in `workloads/` and returns a `Section`; `report`
@@ -71,6 +74,24 @@ enum Cmd {
     /// The `pods` workload, run inside tests/kvm-host.
     #[command(hide = true)]
     PodsInside(subcommands::PodsInsideArgs),
+    /// Pod ↔ host TCP: iperf3 throughput both ways and request/response
+    /// round trips, husk against runc on the same veth setup.
+    Network(workloads::network::NetworkArgs),
+    /// The `network` workload, run inside tests/kvm-host.
+    #[command(hide = true)]
+    NetworkInside(workloads::network::NetworkInsideArgs),
+    /// A fixed compute workload on one vCPU and on all, husk against runc,
+    /// timed from the host.
+    Cpu(workloads::cpu::CpuArgs),
+    /// The `cpu` workload, run inside tests/kvm-host.
+    #[command(hide = true)]
+    CpuInside(workloads::cpu::CpuInsideArgs),
+    /// fio on the rootfs and on a bind volume: sequential and random I/O
+    /// and small-file metadata, husk against runc.
+    Fileio(workloads::fileio::FileioArgs),
+    /// The `fileio` workload, run inside tests/kvm-host.
+    #[command(hide = true)]
+    FileioInside(workloads::fileio::FileioInsideArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,6 +177,12 @@ fn main() -> ExitCode {
         Cmd::VirtiofsInside(args) => subcommands::run_virtiofs_inside(args),
         Cmd::Pods(args) => subcommands::run_pods(args),
         Cmd::PodsInside(args) => subcommands::run_pods_inside(args),
+        Cmd::Network(args) => workloads::network::run(args),
+        Cmd::NetworkInside(args) => workloads::network::run_inside_cmd(args),
+        Cmd::Cpu(args) => workloads::cpu::run(args),
+        Cmd::CpuInside(args) => workloads::cpu::run_inside_cmd(args),
+        Cmd::Fileio(args) => workloads::fileio::run(args),
+        Cmd::FileioInside(args) => workloads::fileio::run_inside_cmd(args),
     };
     match result {
         Ok(code) => code,

@@ -44,6 +44,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
 fn budget_text(budget: &Budget, unit: Unit) -> String {
     match budget {
         Budget::RatioAtMost(r) => format!("husk/peer ≤ {r:.2}"),
+        Budget::RatioAtLeast(r) => format!("husk/peer ≥ {r:.2}"),
         Budget::AtMost(v) => format!("≤ {}", format_value(*v, unit).replace(".00 ", " ")),
         Budget::NotApplicable(why) => format!("n/a ({why})"),
     }
@@ -57,6 +58,10 @@ fn within(budget: &Budget, husk: Option<&Summary>, peer: Option<&Summary>) -> &'
             .zip(peer)
             .and_then(|(h, p)| ratio(h, p))
             .map(|r| r <= *max),
+        Budget::RatioAtLeast(min) => husk
+            .zip(peer)
+            .and_then(|(h, p)| ratio(h, p))
+            .map(|r| r >= *min),
         Budget::AtMost(max) => husk.map(|h| h.median <= *max),
         Budget::NotApplicable(_) => None,
     };

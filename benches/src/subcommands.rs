@@ -134,7 +134,7 @@ pub struct VirtiofsInsideArgs {
 
 /// Whether this machine runs Linux guests itself; `place` and `emulated`
 /// of a run here.
-fn here(machine: &Machine) -> Option<Place> {
+pub(crate) fn here(machine: &Machine) -> Option<Place> {
     machine.kvm.boots_linux().then(|| Place {
         name: machine.kvm.place().to_string(),
         emulated: machine.kvm.emulated(),
@@ -142,7 +142,7 @@ fn here(machine: &Machine) -> Option<Place> {
 }
 
 /// The place of a run inside tests/kvm-host.
-fn inside_place() -> Place {
+pub(crate) fn inside_place() -> Place {
     Place {
         name: IN_TEST_HOST.to_string(),
         emulated: true,
@@ -150,10 +150,10 @@ fn inside_place() -> Place {
 }
 
 /// A scratch directory under /tmp (writable inside the test host too).
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(what: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(what: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("husk-bench-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -167,7 +167,7 @@ impl Drop for Scratch {
     }
 }
 
-fn husk_binary(root: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn husk_binary(root: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let husk = given.map_or_else(|| root.join("target/release/husk"), Path::to_path_buf);
     anyhow::ensure!(
         husk.is_file(),
@@ -178,7 +178,7 @@ fn husk_binary(root: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Runs this binary with `args` inside tests/kvm-host and reads back its
 /// sections.
-fn through_test_host(
+pub(crate) fn through_test_host(
     root: &Path,
     args: Vec<OsString>,
     host_timeout: u64,
@@ -222,7 +222,7 @@ fn through_test_host_with(
     }
 }
 
-fn unmeasured(title: &str, machine: &Machine, why: String) -> Section {
+pub(crate) fn unmeasured(title: &str, machine: &Machine, why: String) -> Section {
     eprintln!("husk-bench: {title}: not measured: {why}");
     Section {
         title: title.into(),
@@ -236,7 +236,7 @@ fn unmeasured(title: &str, machine: &Machine, why: String) -> Section {
 }
 
 /// Writes the report and says whether every section measured something.
-fn finish(
+pub(crate) fn finish(
     root: &Path,
     name: &str,
     title: &str,
@@ -272,7 +272,7 @@ fn finish(
     }
 }
 
-fn print_sections(sections: &[Section]) -> ExitCode {
+pub(crate) fn print_sections(sections: &[Section]) -> ExitCode {
     for s in sections {
         for line in wire::encode(s) {
             println!("{line}");
@@ -285,7 +285,7 @@ fn print_sections(sections: &[Section]) -> ExitCode {
     }
 }
 
-fn note_test_host_kvm(sections: &mut [Section], machine: &Machine) {
+pub(crate) fn note_test_host_kvm(sections: &mut [Section], machine: &Machine) {
     if machine.kvm != KvmKind::NestedEmulated {
         for s in sections {
             s.notes.push(format!(

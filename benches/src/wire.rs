@@ -81,6 +81,7 @@ fn kvm_from(s: &str) -> Option<KvmKind> {
 fn budget_field(b: &Budget) -> String {
     match b {
         Budget::RatioAtMost(r) => format!("ratio:{r}"),
+        Budget::RatioAtLeast(r) => format!("ratio-min:{r}"),
         Budget::AtMost(v) => format!("max:{v}"),
         Budget::NotApplicable(why) => format!("na:{why}"),
     }
@@ -90,6 +91,7 @@ fn budget_from(s: &str) -> Option<Budget> {
     let (kind, value) = s.split_once(':')?;
     match kind {
         "ratio" => value.parse().ok().map(Budget::RatioAtMost),
+        "ratio-min" => value.parse().ok().map(Budget::RatioAtLeast),
         "max" => value.parse().ok().map(Budget::AtMost),
         "na" => Some(Budget::NotApplicable(value.to_string())),
         _ => None,
@@ -134,6 +136,10 @@ pub fn encode(section: &Section) -> Vec<String> {
             Unit::Millis => "ms",
             Unit::MiB => "MiB",
             Unit::Times => "x",
+            Unit::Micros => "us",
+            Unit::Gbps => "Gbit/s",
+            Unit::MiBps => "MiB/s",
+            Unit::OpsPerSec => "op/s",
         };
         out.push(line(&[
             "figure",
@@ -220,6 +226,10 @@ pub fn decode_all(text: &str) -> Result<Vec<Section>, String> {
                         "ms" => Unit::Millis,
                         "MiB" => Unit::MiB,
                         "x" => Unit::Times,
+                        "us" => Unit::Micros,
+                        "Gbit/s" => Unit::Gbps,
+                        "MiB/s" => Unit::MiBps,
+                        "op/s" => Unit::OpsPerSec,
                         _ => return Err(bad()),
                     },
                     peer: peer.clone(),

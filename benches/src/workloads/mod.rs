@@ -6,6 +6,10 @@
 
 pub mod boot;
 pub mod containers;
+pub mod cpu;
+pub mod fileio;
+pub mod in_container;
+pub mod network;
 pub mod pods;
 pub mod virtiofs;
 
@@ -22,6 +26,14 @@ pub enum Unit {
     MiB,
     /// A plain multiple (one figure over another).
     Times,
+    /// Microseconds.
+    Micros,
+    /// Gigabits per second (10^9).
+    Gbps,
+    /// Mebibytes per second.
+    MiBps,
+    /// Operations (I/O requests, files) per second.
+    OpsPerSec,
 }
 
 impl Unit {
@@ -31,6 +43,10 @@ impl Unit {
             Self::Millis => "ms",
             Self::MiB => "MiB",
             Self::Times => "×",
+            Self::Micros => "µs",
+            Self::Gbps => "Gbit/s",
+            Self::MiBps => "MiB/s",
+            Self::OpsPerSec => "op/s",
         }
     }
 }
@@ -40,6 +56,8 @@ impl Unit {
 pub enum Budget {
     /// husk's median at most this multiple of the peer's.
     RatioAtMost(f64),
+    /// husk's median at least this multiple of the peer's (throughput).
+    RatioAtLeast(f64),
     /// husk's median at most this much, in the figure's unit.
     AtMost(f64),
     /// No budget applies here, and why (e.g. "emulated").
