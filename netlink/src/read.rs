@@ -68,9 +68,9 @@ pub enum ReadNetworkError {
 ///
 /// - Interfaces: every link but loopback and husk's own taps
 ///   ([`TAP_PREFIX`]), each with its MAC, MTU and addresses (IPv6
-///   link-local ones left out). A link may be down. Each must be Ethernet
-///   and have an address; a non-Ethernet link that is down and has no
-///   address (a kernel's fallback tunnel such as `tunl0`) is skipped.
+///   link-local ones left out). A link that is down and has no address (a
+///   kernel's fallback device such as `tunl0` or `gretap0`) is skipped;
+///   every other must be Ethernet and have an address.
 /// - Routes: the main table's unicast routes through those interfaces,
 ///   but IPv6 link-local ones, which the guest's kernel makes itself. A
 ///   default route is `destination: None`, except an IPv6 one with neither
@@ -106,16 +106,19 @@ fn read_current_network(netns: &Path) -> Result<PodNetwork, ReadNetworkError> {
             .map(|address| address.address)
             .filter(|address| !is_ipv6_link_local(address.addr))
             .collect();
+        // A link that is down and has no address carries nothing: the
+        // fallback devices a kernel puts into every namespace once their
+        // module is loaded (tunl0, sit0, gretap0, erspan0…) look like that.
+        if !link.up && link_addresses.is_empty() {
+            log::debug!(
+                "skipping {} link {} in {}: down, no address",
+                link.kind,
+                link.name,
+                netns.display()
+            );
+            continue;
+        }
         let Some(mac) = link.mac else {
-            if !link.up && link_addresses.is_empty() {
-                log::debug!(
-                    "skipping {} link {} in {}",
-                    link.kind,
-                    link.name,
-                    netns.display()
-                );
-                continue;
-            }
             return Err(ReadNetworkError::NotEthernet {
                 link: link.name.clone(),
                 kind: link.kind.clone(),

@@ -144,6 +144,8 @@ fn a_link_that_is_not_ethernet_is_an_error_naming_it_and_its_kind() {
     // A down tun without addresses (like a kernel's fallback tunl0) is
     // skipped; one in use is refused.
     pod.ip("tuntap add dev idle0 mode tun");
+    // So is a down Ethernet link without addresses (like gretap0).
+    pod.ip("tuntap add dev idle1 mode tap");
     assert_eq!(
         read_pod_network(pod.path()).unwrap(),
         expected_pod_network()
