@@ -9,8 +9,15 @@
 //! One test with named cases; after each, nothing of its containers may be
 //! left: no husk monitor or VMM, no state under the root dockerd passes to
 //! husk, no container in `docker ps -a`.
+//!
+//! A second test runs another private dockerd, with Docker's default
+//! bridge network, inside a network namespace the test makes (so its
+//! bridge, veths and proxies stay there): Docker's `prestart` hook moves
+//! the container's veth into the namespace husk's monitor made, husk joins
+//! it to the guest, and a port published with `-p` serves a page from the
+//! microVM.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +40,8 @@ const RUNTIME: &str = "husk";
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the cleanup after a container ends may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The host port the bridge test publishes (inside its own namespace).
+const PUBLISHED_PORT: u16 = 18080;
 
 /// A private dockerd.
 struct Docker {
@@ -41,11 +50,95 @@ struct Docker {
     calls: std::cell::Cell<u32>,
 }
 
+/// A network namespace the test made (`ip netns add`), deleted when dropped.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    /// Adds `husk-test-<what>-<pid>`, its loopback up.
+    fn add(what: &str) -> Self {
+        let name = format!("husk-test-{what}-{}", std::process::id());
+        // One left by an earlier run of this process id.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let added = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(added.is_ok_and(|s| s.success()), "ip netns add {name}");
+        let up = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
+        assert!(up.is_ok_and(|s| s.success()), "lo up in {name}");
+        Self { name }
+    }
+
+    /// Its path.
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// The names of its veth links.
+    fn veths(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show", "type", "veth"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().to_string())
+            .collect()
+    }
+
+    /// `GET /` from `127.0.0.1:port` inside the namespace (on a thread
+    /// that enters it): the response, or why there was none.
+    fn http_get(&self, port: u16) -> Result<String, String> {
+        let netns = self.path();
+        std::thread::spawn(move || -> Result<String, String> {
+            let file = std::fs::File::open(&netns).map_err(|e| format!("{netns:?}: {e}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {netns:?}: {e}"))?;
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(10))
+                    .map_err(|e| format!("connect {address}: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .map_err(|e| format!("send: {e}"))?;
+            let mut response = String::new();
+            stream
+                .read_to_string(&mut response)
+                .map_err(|e| format!("receive: {e}"))?;
+            Ok(response)
+        })
+        .join()
+        .expect("the HTTP thread")
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 impl Docker {
     /// Writes daemon.json (husk registered by path, with its configuration
     /// as a runtime argument), starts dockerd without networking of its own
     /// and loads the busybox image.
     fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// [`Docker::start`]; in `netns`, with Docker's default bridge network
+    /// (its iptables rules left out: the userland proxy publishes ports).
+    fn start_in(netns: Option<&TestNetns>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("husk-docker.")
             .tempdir_in("/run")
@@ -73,7 +166,26 @@ impl Docker {
         });
         std::fs::write(d.join("daemon.json"), daemon_json.to_string()).unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-        let daemon = Command::new(DOCKERD)
+        // nsenter, not `ip netns exec`, which hides the cgroup mounts.
+        let mut daemon = match netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", netns.path().display()))
+                    .arg(DOCKERD);
+                c
+            }
+            None => Command::new(DOCKERD),
+        };
+        let networking: &[&str] = match netns {
+            Some(_) => &["--iptables=false", "--ip-masq=false", "--ip-forward=false"],
+            None => &[
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+                "--bridge=none",
+            ],
+        };
+        let daemon = daemon
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--data-root")
@@ -84,12 +196,7 @@ impl Docker {
             .arg(d.join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", d.join("docker.sock").display()))
-            .args([
-                "--iptables=false",
-                "--ip-masq=false",
-                "--ip-forward=false",
-                "--bridge=none",
-            ])
+            .args(networking)
             .env("HOME", d.join("home"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -480,6 +587,81 @@ fn memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
     })?;
     d.ok(&["rm", &id]);
     Ok(vec![id])
+}
+
+/// `docker run -p` with the default bridge: the page the microVM serves
+/// (its `ip addr` of eth0) comes through the published port, and shows the
+/// address Docker gave the container.
+fn bridge_network_and_published_port(d: &Docker, netns: &TestNetns) -> Result<Vec<String>, String> {
+    let publish = format!("{PUBLISHED_PORT}:8080");
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "-p",
+            &publish,
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /www && ip -4 addr show dev eth0 > /www/index.html && \
+             exec httpd -f -p 8080 -h /www",
+        ])
+        .trim()
+        .to_string();
+    let ip = d
+        .ok(&["inspect", "--format", "{{.NetworkSettings.IPAddress}}", &id])
+        .trim()
+        .to_string();
+    check(ip.parse::<std::net::Ipv4Addr>().is_ok(), || {
+        format!("no bridge address in docker inspect: {ip:?}")
+    })?;
+    let mut last = String::new();
+    let served = wait_until(Duration::from_secs(120), || {
+        last = netns
+            .http_get(PUBLISHED_PORT)
+            .unwrap_or_else(|e| format!("(no response: {e})"));
+        last.starts_with("HTTP/1.") && last.contains(" 200 ")
+    });
+    check(served, || {
+        format!(
+            "GET 127.0.0.1:{PUBLISHED_PORT} in {}: {last}\n--- docker logs\n{}",
+            netns.name,
+            describe(&d.run(&["logs", &id]))
+        )
+    })?;
+    check(last.contains(&format!("inet {ip}/")), || {
+        format!("the guest's eth0 has not Docker's address {ip}: {last}")
+    })?;
+    d.ok(&["rm", "--force", &id]);
+    Ok(vec![id])
+}
+
+#[test]
+fn docker_bridge_network_publishes_a_port_of_a_microvm() {
+    let netns = TestNetns::add("docker");
+    let docker = Docker::start_in(Some(&netns));
+    let started = Instant::now();
+    let result = bridge_network_and_published_port(&docker, &netns)
+        .and_then(|ids| docker.check_nothing_left(&ids))
+        .and_then(|()| {
+            // The container's veth (and the redirects on its end) went
+            // with the namespace husk's monitor made.
+            let gone = wait_until(CLEANUP_TIMEOUT, || netns.veths().is_empty());
+            check(gone, || format!("veths left: {:?}", netns.veths()))
+        });
+    eprintln!(
+        "docker bridge case: {:?} in {:?}",
+        result.is_ok(),
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        panic!(
+            "bridge network and published port: {e}\n--- dockerd log (tail)\n{}",
+            tail(&docker.log(), 6000)
+        );
+    }
 }
 
 #[test]

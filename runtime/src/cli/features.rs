@@ -7,7 +7,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": husk::container::state::OCI_VERSION,
-        "hooks": [],
+        "hooks": husk::container::hooks::SUPPORTED_HOOKS,
         "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec", "relatime", "private", "rprivate"],
         "linux": {
             "namespaces": ["mount", "pid", "uts", "ipc", "network"],

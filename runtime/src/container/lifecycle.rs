@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::hooks::{ContainerHooks, HookRunner, HookSpecError, HookState, HooksFileError};
 use super::state::{
     now_rfc3339, process_alive, ContainerDir, ContainerDirError, ContainerState, Status,
     OCI_VERSION,
@@ -29,6 +30,12 @@ pub enum LifecycleError {
     /// The bundle.
     #[error(transparent)]
     Bundle(#[from] LoadBundleError),
+    /// The spec's hooks cannot be run.
+    #[error(transparent)]
+    Hooks(#[from] HookSpecError),
+    /// The container's saved hooks.
+    #[error(transparent)]
+    HooksFile(#[from] HooksFileError),
     /// The verb does not apply in this state.
     #[error("container {id:?} is {status}: cannot {verb} it{hint}")]
     WrongState {
@@ -96,8 +103,12 @@ pub struct CreatedContainer {
 pub fn create(opts: &CreateOptions) -> Result<CreatedContainer, LifecycleError> {
     crate::oci::validate_container_id(&opts.id).map_err(ContainerDirError::from)?;
     let bundle = Bundle::load(&opts.bundle)?;
+    let hooks = ContainerHooks::from_spec(&bundle.spec)?;
     let dir = ContainerDir::create(&opts.root, &opts.id)?;
-    let result = start_monitor(opts, &bundle, &dir);
+    let result = hooks
+        .save(&dir.dir)
+        .map_err(LifecycleError::from)
+        .and_then(|()| start_monitor(opts, &bundle, &dir));
     if result.is_err() {
         let _ = dir.remove();
     }
@@ -275,11 +286,15 @@ pub fn start(root: &Path, id: &str) -> Result<(), LifecycleError> {
     client
         .start_container(id)
         .map_err(|e| LifecycleError::Call(id.to_string(), e))?;
-    dir.update(|s| {
+    let state = dir.update(|s| {
         if s.status == Status::Created {
             s.status = Status::Running;
         }
+        s.clone()
     })?;
+    let hooks = ContainerHooks::load(&dir.dir)?;
+    HookRunner::new()
+        .run_poststart_hooks(&hooks, &HookState::of(&state, Status::Running, state.pid));
     Ok(())
 }
 
@@ -332,6 +347,15 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
     // (or a forced delete) the redirects are still on the pod's links.
     if let Some(network) = &state.network {
         network.part();
+    }
+    match ContainerHooks::load(&dir.dir) {
+        Ok(hooks) => {
+            HookRunner::new().run_poststop_hooks(&hooks, &HookState::of(&state, Status::Stopped, 0))
+        }
+        Err(e) => log::warn!(
+            "container {id:?}: poststop hooks not run: {}",
+            crate::error_chain(&e)
+        ),
     }
     dir.remove()?;
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod exec;
+pub mod hooks;
 pub mod lifecycle;
 pub mod monitor;
 pub mod sizing;

@@ -15,15 +15,28 @@
 //! It owns the microVM: the VMM is its child and dies with it
 //! (`PR_SET_PDEATHSIG`), and when the container's process ends the
 //! monitor records the exit, shuts the guest down and exits.
+//!
+//! The pod's network: a spec whose network namespace has a `path` (CNI,
+//! a pod's) names it; one without a path asks for a new namespace, which
+//! the monitor makes for itself (`unshare`), so that `/proc/<its pid>/ns/net`
+//! is the container's, as runc's container process's is. Then it runs the
+//! `prestart` and `createRuntime` hooks (in the host's namespace; Docker's
+//! moves the container's veth into the new one), and only then joins that
+//! namespace's links to the VM. A new namespace still empty after the
+//! hooks (only `lo`) gives the guest no NIC, as before. The VMM inherits
+//! the namespace; it uses only its tap descriptors and Unix sockets. The
+//! namespace, and the redirects on its links, go when the monitor and the
+//! VMM end, so it is not recorded for `delete` to part.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 
 use super::console::{send_console, take_controlling_terminal, window_size, ConsoleSocketError};
+use super::hooks::{ContainerHooks, HookRunner, HookState, HooksFileError, RunHookError};
 use super::sizing::vm_size;
 use super::state::{process_start_time, ContainerDir, ContainerDirError, Status};
 use super::stdio::{HostStdio, StdioBridge};
@@ -93,6 +106,15 @@ pub enum CreateContainerError {
     /// The monitor's own descriptors.
     #[error("monitor stdio")]
     Stdio(#[source] std::io::Error),
+    /// The container's new network namespace could not be made.
+    #[error("cannot make the container's network namespace")]
+    NewNetns(#[source] std::io::Error),
+    /// The container's saved hooks.
+    #[error(transparent)]
+    HooksFile(#[from] HooksFileError),
+    /// A prestart or createRuntime hook failed.
+    #[error(transparent)]
+    Hook(#[from] RunHookError),
     /// The pod's network namespace could not be joined.
     #[error(transparent)]
     Network(#[from] JoinNetworkError),
@@ -124,6 +146,12 @@ struct Created {
 fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateContainerError> {
     let (config, _) = HuskConfig::load(req.config_path.as_deref())?;
     let bundle = Bundle::load(&req.bundle)?;
+    let hooks = ContainerHooks::load(&dir.dir)?;
+    // Still one thread: the namespace is the whole process's.
+    let host_netns = match bundle.network_namespace() {
+        Some(_) => None,
+        None => Some(enter_new_netns().map_err(CreateContainerError::NewNetns)?),
+    };
     let (host_stdio, tty) = if bundle.terminal() {
         let socket = req
             .console_socket
@@ -155,14 +183,28 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
         die_with_parent: true,
         ..SpawnOptions::default()
     };
-    let mut network = bundle
-        .network_namespace()
-        .map(JoinedNetwork::join)
-        .transpose()?;
+    let me = std::process::id() as i32;
+    let runner = match &host_netns {
+        Some(host) => HookRunner::in_netns(host.as_fd()),
+        None => HookRunner::new(),
+    };
+    let state = dir.read()?;
+    runner.run_create_hooks(&hooks, &HookState::of(&state, Status::Creating, me))?;
+    drop(host_netns);
+    let mut network = match bundle.network_namespace() {
+        Some(path) => Some(JoinedNetwork::join(path)?),
+        None => Some(JoinedNetwork::join(&PathBuf::from(format!(
+            "/proc/{me}/ns/net"
+        )))?)
+        .filter(|joined| !joined.network.interfaces.is_empty()),
+    };
     if let Some(joined) = network.as_mut() {
-        // Recorded first, so a `delete` after a crash parts it.
-        let record = joined.record().clone();
-        dir.update(|s| s.network = Some(record))?;
+        if bundle.network_namespace().is_some() {
+            // Recorded first, so a `delete` after a crash parts it. (The
+            // monitor's own namespace goes with it and the VMM.)
+            let record = joined.record().clone();
+            dir.update(|s| s.network = Some(record))?;
+        }
         vm.net = net_configs(&joined.nics());
         options.taps = joined.take_tap_fds();
     }
@@ -186,6 +228,14 @@ fn create(req: &MonitorRequest, dir: &ContainerDir) -> Result<Created, CreateCon
         tty,
         network,
     })
+}
+
+/// Moves the monitor into a new network namespace, the container's;
+/// returns the one it was in (the host's), for the hooks.
+fn enter_new_netns() -> std::io::Result<OwnedFd> {
+    let host = std::fs::File::open("/proc/self/ns/net")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(host.into())
 }
 
 /// Writes `line` to the creator's notify pipe and closes it.

@@ -283,7 +283,8 @@ impl GuestLayout {
 }
 
 /// The spec the agent gets: guest paths for the rootfs and bind sources,
-/// and no network namespace (the guest's network is the pod's).
+/// no network namespace (the guest's network is the pod's) and no hooks
+/// (the host runs them).
 pub fn guest_spec(bundle: &Bundle) -> Spec {
     guest_spec_under(bundle, Path::new(""))
 }
@@ -310,10 +311,8 @@ pub fn guest_spec_under(bundle: &Bundle, prefix: &Path) -> Spec {
             drop_unset_zeros(resources);
         }
     }
-    if spec.hooks().is_some() {
-        log::debug!("OCI hooks are not run by husk; ignored");
-        spec.set_hooks(None);
-    }
+    // Hooks run on the host (`container::hooks`), never in the guest.
+    spec.set_hooks(None);
     spec
 }
 
