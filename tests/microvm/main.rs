@@ -12,8 +12,8 @@ mod podman;
 
 use std::time::Duration;
 
-use husk::agent::{connect_hybrid_vsock, AgentClient};
-use husk::sandbox::VmProcess;
+use husk::agent::AgentClient;
+use husk::sandbox::{wait_for_agent, VmProcess};
 use husk::vmm::{ConsoleConfig, VmConfig};
 use husk_tests::{describe, husk, husk_bin, initramfs, kernel};
 
@@ -45,25 +45,8 @@ fn boot(name: &str, vcpus: u8, memory_mib: u32) -> Booted {
     let dir = std::env::temp_dir().join(format!("husk-microvm-{name}-{}", std::process::id()));
     let mut process = VmProcess::spawn(&husk_bin(), vm_config(vcpus, memory_mib), &dir, 3)
         .unwrap_or_else(|e| panic!("spawn VMM: {e:#}"));
-    let deadline = std::time::Instant::now() + AGENT_TIMEOUT;
-    let stream = loop {
-        if let Some(status) = process.try_wait() {
-            panic!("VMM ended early ({status})\n{}", process.logs());
-        }
-        match connect_hybrid_vsock(
-            &process.paths().vsock,
-            husk_protocol::AGENT_VSOCK_PORT,
-            Duration::from_millis(500),
-        ) {
-            Ok(s) => break s,
-            Err(e) if std::time::Instant::now() > deadline => {
-                panic!("no agent: {e:#}\n{}", process.logs())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let client = AgentClient::new(stream)
-        .unwrap_or_else(|e| panic!("agent client: {e:#}\n{}", process.logs()));
+    let (client, _version) =
+        wait_for_agent(&mut process, AGENT_TIMEOUT).unwrap_or_else(|e| panic!("no agent: {e:#}"));
     Booted { process, client }
 }
 
