@@ -74,7 +74,13 @@ impl JoinedNetwork {
     /// Reads the namespace at `netns` and joins each of its links to a tap.
     pub fn join(netns: &Path) -> Result<Self, JoinNetworkError> {
         let network = husk_netlink::read_pod_network(netns).map_err(JoinNetworkError::Read)?;
-        let taps = husk_netlink::attach_taps(netns, &network).map_err(JoinNetworkError::Attach)?;
+        // A namespace with only loopback (the usual `--network none`, a
+        // fresh one) needs no trip into it to attach nothing.
+        let taps = if network.interfaces.is_empty() {
+            Vec::new()
+        } else {
+            husk_netlink::attach_taps(netns, &network).map_err(JoinNetworkError::Attach)?
+        };
         let record = NetworkRecord {
             netns: netns.to_path_buf(),
             links: taps.iter().map(|t| t.link.clone()).collect(),
