@@ -331,6 +331,29 @@ fn ctr_with_a_network_namespace_gives_the_pod_its_links() {
     let work = tempfile::tempdir().unwrap();
     let image = "docker.io/library/husk-net-busybox:latest";
     c.import(&busybox_image_archive(work.path(), image).unwrap());
+    // A namespace that does not exist: containerd's answer names it, and
+    // the shim leaves no pod behind.
+    let missing = c.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        "network:/var/run/netns/husk-t-no-such-netns",
+        image,
+        "net-missing",
+        "true",
+    ]);
+    assert!(
+        !missing.status.success()
+            && String::from_utf8_lossy(&missing.stderr).contains("husk-t-no-such-netns"),
+        "a missing netns through ctr: {}",
+        describe(&missing)
+    );
+    let _ = c.run(&["container", "rm", "net-missing"]);
+    let left = c.pod_leftovers("default", Duration::from_secs(20));
+    assert!(left.is_empty(), "left behind by a missing netns: {left:?}");
+
     let with_ns = format!("network:{}", ns.path().display());
     let udp = UdpSocket::bind("10.77.1.1:7002").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
