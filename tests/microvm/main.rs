@@ -7,6 +7,7 @@ mod cri;
 mod differential;
 mod docker;
 mod fs;
+mod memory;
 mod network;
 mod podman;
 

@@ -25,6 +25,7 @@ use crate::arch::x86_64::layout;
 use crate::devices::bus::{Bus, BusInsertError};
 use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{SerialConsole, COM1_PORT_BASE, COM1_PORT_LEN};
+use crate::devices::virtio::balloon::{self, Balloon, BalloonError};
 use crate::devices::virtio::fs::{Fs, FsError, FsWorker};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::{Net, NetError, Tap};
@@ -155,6 +156,9 @@ pub enum BuildVmError {
         #[source]
         source: NetError,
     },
+    /// The balloon (free page reporting) could not be created.
+    #[error("virtio-balloon device")]
+    Balloon(#[source] BalloonError),
     /// The virtio-mmio transport could not be created.
     #[error("virtio-mmio transport")]
     Mmio(#[source] crate::devices::virtio::mmio::MmioTransportError),
@@ -201,7 +205,7 @@ pub struct Vm {
 ///
 /// Devices go on the MMIO bus in a fixed order: vsock, virtio-fs, then
 /// one virtio-net device per `net` entry (the guest names them `eth0`,
-/// `eth1`, … in that order). Each NIC's device owns a duplicate of the
+/// `eth1`, … in that order), then the balloon for free page reporting. Each NIC's device owns a duplicate of the
 /// tap descriptor the process inherited.
 pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
     let kvm = Kvm::new().map_err(BuildVmError::Kvm)?;
@@ -277,6 +281,14 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
         virtio.attach(&vm_fd, &mem, &mut mmio_bus, &mut cmdline, net.clone())?;
         event_manager.add_subscriber(net);
     }
+
+    // Last, so it takes no slot ahead of the NICs: free page reporting.
+    let balloon = Arc::new(Mutex::new(Balloon::new().map_err(BuildVmError::Balloon)?));
+    virtio.attach(&vm_fd, &mem, &mut mmio_bus, &mut cmdline, balloon.clone())?;
+    event_manager.add_subscriber(balloon);
+    cmdline
+        .insert_str(balloon::reporting_order_param())
+        .map_err(BuildVmError::Cmdline)?;
 
     for extra in config.cmdline.split_whitespace() {
         cmdline.insert_str(extra).map_err(BuildVmError::Cmdline)?;

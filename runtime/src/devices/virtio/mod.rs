@@ -7,6 +7,7 @@
 //! loop signals the loop (an activation `EventFd`) and registers its queue
 //! events there.
 
+pub mod balloon;
 pub mod fs;
 pub mod mmio;
 pub mod net;
@@ -32,6 +33,8 @@ pub mod device_type {
     pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
+    /// Memory balloon.
+    pub const BALLOON: u32 = 5;
     /// Socket device.
     pub const VSOCK: u32 = 19;
     /// File system device.
