@@ -169,6 +169,57 @@ impl ActivateContext {
     }
 }
 
+/// The queue notification events of a device whose queues the VMM
+/// thread's event loop serves: watched once per activation, and taken off
+/// epoll on the loop after a reset or a new activation retired them (the
+/// transport retires them on a vCPU thread, which has no `EventOps`).
+#[derive(Debug, Default)]
+pub struct QueueEvents {
+    registered: bool,
+    dead: Vec<(EventFd, bool)>,
+}
+
+impl QueueEvents {
+    /// Watches the current activation's `evts` for input, queue `i` with
+    /// token `first_token + i`, unless already watched.
+    pub fn register(
+        &mut self,
+        ops: &mut event_manager::EventOps,
+        evts: &[EventFd],
+        first_token: u32,
+        device: &str,
+    ) {
+        if self.registered {
+            return;
+        }
+        for (index, evt) in evts.iter().enumerate() {
+            let token = first_token + index as u32;
+            let watch = event_manager::Events::with_data(evt, token, event_manager::EventSet::IN);
+            if let Err(e) = ops.add(watch) {
+                log::error!("{device}: cannot watch queue {index}: {e:?}");
+            }
+        }
+        self.registered = true;
+    }
+
+    /// Takes an activation's events out of service; they go off epoll at
+    /// the next [`QueueEvents::bury`].
+    pub fn retire(&mut self, evts: impl IntoIterator<Item = EventFd>) {
+        let registered = self.registered;
+        self.dead.extend(evts.into_iter().map(|e| (e, registered)));
+        self.registered = false;
+    }
+
+    /// Takes retired events off epoll and closes them (on the event loop).
+    pub fn bury(&mut self, ops: &mut event_manager::EventOps) {
+        for (evt, registered) in self.dead.drain(..) {
+            if registered {
+                let _ = ops.remove(event_manager::Events::empty(&evt));
+            }
+        }
+    }
+}
+
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
     /// The virtio device id ([`device_type`]).

@@ -9,8 +9,8 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::virtio::{
-    device_type, read_config_space, ActivateContext, ActivateError, GuestMemoryMmap, VirtioDevice,
-    VirtioInterrupt, VIRTIO_F_VERSION_1,
+    device_type, read_config_space, ActivateContext, ActivateError, GuestMemoryMmap, QueueEvents,
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
 
 /// `VIRTIO_BALLOON_F_REPORTING` (virtio 1.2, section 5.5.3).
@@ -113,9 +113,7 @@ pub struct Balloon<D: Discard = MadviseDiscard> {
     /// the queue events.
     pub(super) control_evt: EventFd,
     pub(super) active: Option<Active>,
-    pub(super) queues_registered: bool,
-    /// Queue events of a previous activation, to be taken off epoll.
-    pub(super) dead_evts: Vec<(EventFd, bool)>,
+    pub(super) queue_events: QueueEvents,
     pub(super) stats: BalloonStats,
 }
 
@@ -144,8 +142,7 @@ impl<D: Discard> Balloon<D> {
             acked_features: 0,
             control_evt: EventFd::new(EFD_NONBLOCK).map_err(BalloonError::EventFd)?,
             active: None,
-            queues_registered: false,
-            dead_evts: Vec::new(),
+            queue_events: QueueEvents::default(),
             stats: BalloonStats::default(),
         })
     }
@@ -238,11 +235,8 @@ impl<D: Discard> Balloon<D> {
     /// Takes the current activation's queue events out of service.
     fn retire(&mut self) {
         if let Some(active) = self.active.take() {
-            let registered = self.queues_registered;
-            self.dead_evts
-                .extend(active.evts.into_iter().map(|e| (e, registered)));
+            self.queue_events.retire(active.evts);
         }
-        self.queues_registered = false;
     }
 }
 

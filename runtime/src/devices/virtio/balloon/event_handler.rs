@@ -10,25 +10,9 @@ const TOKEN_QUEUE_BASE: u32 = 1;
 
 impl<D: Discard> Balloon<D> {
     fn register_queues(&mut self, ops: &mut EventOps) {
-        let Some(active) = &self.active else { return };
-        if self.queues_registered {
-            return;
-        }
-        for (index, evt) in active.evts.iter().enumerate() {
-            let token = TOKEN_QUEUE_BASE + index as u32;
-            if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
-                log::error!("virtio-balloon: cannot watch queue {index}: {e:?}");
-            }
-        }
-        self.queues_registered = true;
-    }
-
-    /// Takes the queue events of an earlier activation off epoll.
-    fn bury(&mut self, ops: &mut EventOps) {
-        for (evt, registered) in self.dead_evts.drain(..) {
-            if registered {
-                let _ = ops.remove(Events::empty(&evt));
-            }
+        if let Some(active) = &self.active {
+            self.queue_events
+                .register(ops, &active.evts, TOKEN_QUEUE_BASE, "virtio-balloon");
         }
     }
 
@@ -60,7 +44,7 @@ impl<D: Discard> MutEventSubscriber for Balloon<D> {
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        self.bury(ops);
+        self.queue_events.bury(ops);
         match events.data() {
             TOKEN_CONTROL => {
                 let _ = self.control_evt.read();

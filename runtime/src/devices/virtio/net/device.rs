@@ -21,7 +21,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::header::{tap_offloads, AVAIL_FEATURES, MAX_PACKET_LEN, VNET_HDR_LEN};
 use super::tap::{TapBackend, TapFdError};
 use crate::devices::virtio::{
-    device_type, ActivateContext, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
+    device_type, ActivateContext, ActivateError, GuestMemoryMmap, QueueEvents, VirtioDevice,
+    VirtioInterrupt,
 };
 
 /// Queue sizes: receive, transmit.
@@ -112,9 +113,7 @@ pub struct Net<T: TapBackend> {
     pub(super) active: Option<Active>,
     /// The tap's header size and offloads match the current activation.
     pub(super) tap_configured: bool,
-    pub(super) queues_registered: bool,
-    /// Queue events of a previous activation, to be taken off epoll.
-    pub(super) dead_evts: Vec<(EventFd, bool)>,
+    pub(super) queue_events: QueueEvents,
     pub(super) rx: RxState,
     /// A write found the tap full: the transmit queue waits for it to
     /// become writable.
@@ -157,8 +156,7 @@ impl<T: TapBackend> Net<T> {
             control_evt,
             active: None,
             tap_configured: false,
-            queues_registered: false,
-            dead_evts: Vec::new(),
+            queue_events: QueueEvents::default(),
             rx: RxState {
                 frame: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
                 pending: None,
@@ -214,11 +212,8 @@ impl<T: TapBackend> Net<T> {
     /// Takes the current activation's queue events out of service.
     fn retire(&mut self) {
         if let Some(active) = self.active.take() {
-            let registered = self.queues_registered;
-            self.dead_evts
-                .extend(active.evts.into_iter().map(|e| (e, registered)));
+            self.queue_events.retire(active.evts);
         }
-        self.queues_registered = false;
         self.tap_configured = false;
         self.rx.pending = None;
         self.tx_stalled = false;

@@ -20,28 +20,13 @@ const TOKEN_CONTROL: u32 = 0;
 const TOKEN_TAP: u32 = 1;
 const TOKEN_RXQ: u32 = 2;
 const TOKEN_TXQ: u32 = 3;
+const _: () = assert!(TOKEN_TXQ == TOKEN_RXQ + TXQ as u32 && RXQ == 0);
 
 impl<T: TapBackend> Net<T> {
     fn register_queues(&mut self, ops: &mut EventOps) {
-        let Some(active) = &self.active else { return };
-        if self.queues_registered {
-            return;
-        }
-        for (index, token) in [(RXQ, TOKEN_RXQ), (TXQ, TOKEN_TXQ)] {
-            let evt = &active.evts[index];
-            if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
-                log::error!("virtio-net: cannot watch queue {index}: {e:?}");
-            }
-        }
-        self.queues_registered = true;
-    }
-
-    /// Takes the queue events of an earlier activation off epoll.
-    fn bury(&mut self, ops: &mut EventOps) {
-        for (evt, registered) in self.dead_evts.drain(..) {
-            if registered {
-                let _ = ops.remove(Events::empty(&evt));
-            }
+        if let Some(active) = &self.active {
+            self.queue_events
+                .register(ops, &active.evts, TOKEN_RXQ, "virtio-net");
         }
     }
 
@@ -91,7 +76,7 @@ impl<T: TapBackend> MutEventSubscriber for Net<T> {
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         // A reset on a vCPU thread may have left fds to take off epoll.
-        self.bury(ops);
+        self.queue_events.bury(ops);
         let mut tx_wanted = false;
         match events.data() {
             TOKEN_CONTROL => {

@@ -26,8 +26,8 @@ use super::muxer::Muxer;
 use super::packet::{Header, HEADER_SIZE, HOST_CID};
 use super::stream::UdsBackend;
 use crate::devices::virtio::{
-    device_type, ActivateContext, ActivateError, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
-    VIRTIO_F_VERSION_1,
+    device_type, ActivateContext, ActivateError, GuestMemoryMmap, QueueEvents, VirtioDevice,
+    VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
 
 /// `VIRTIO_VSOCK_F_STREAM`: stream sockets (the only kind served).
@@ -91,9 +91,7 @@ pub struct Vsock {
     pub(super) timer: TimerFd,
     pub(super) timer_armed: bool,
     pub(super) active: Option<Active>,
-    pub(super) queues_registered: bool,
-    /// Queue events of a previous activation, to be taken off epoll.
-    pub(super) dead_evts: Vec<(EventFd, bool)>,
+    pub(super) queue_events: QueueEvents,
     pub(super) muxer: Muxer<UdsBackend>,
 }
 
@@ -139,8 +137,7 @@ impl Vsock {
             timer,
             timer_armed: false,
             active: None,
-            queues_registered: false,
-            dead_evts: Vec::new(),
+            queue_events: QueueEvents::default(),
         })
     }
 
@@ -157,11 +154,8 @@ impl Vsock {
     /// Takes the current activation's queue events out of service.
     fn retire(&mut self) {
         if let Some(active) = self.active.take() {
-            let registered = self.queues_registered;
-            self.dead_evts
-                .extend(active.evts.into_iter().map(|e| (e, registered)));
+            self.queue_events.retire(active.evts);
         }
-        self.queues_registered = false;
     }
 
     /// Serves the tx queue. Returns whether used buffers were added.

@@ -25,6 +25,9 @@ const TOKEN_RXQ: u32 = 3;
 const TOKEN_TXQ: u32 = 4;
 const TOKEN_EVQ: u32 = 5;
 const _: () = assert!(TOKEN_EVQ < FIRST_CONN_ID);
+// Queue i is watched with token TOKEN_RXQ + i.
+const _: () =
+    assert!(RXQ == 0 && TOKEN_TXQ == TOKEN_RXQ + TXQ as u32 && TOKEN_EVQ == TOKEN_RXQ + EVQ as u32);
 
 /// Period of the connection timer while a connection waits on a deadline.
 const TICK: Duration = Duration::from_secs(1);
@@ -33,27 +36,15 @@ const ACCEPT_BURST: usize = 32;
 
 impl Vsock {
     fn register_queues(&mut self, ops: &mut EventOps) {
-        let Some(active) = &self.active else { return };
-        if self.queues_registered {
-            return;
+        if let Some(active) = &self.active {
+            self.queue_events
+                .register(ops, &active.evts, TOKEN_RXQ, "vsock");
         }
-        let tokens = [(RXQ, TOKEN_RXQ), (TXQ, TOKEN_TXQ), (EVQ, TOKEN_EVQ)];
-        for (index, token) in tokens {
-            let evt = &active.evts[index];
-            if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
-                log::error!("vsock: cannot watch queue {index}: {e:?}");
-            }
-        }
-        self.queues_registered = true;
     }
 
     /// Takes dead queue events and closed streams off epoll and closes them.
     fn bury(&mut self, ops: &mut EventOps) {
-        for (evt, registered) in self.dead_evts.drain(..) {
-            if registered {
-                let _ = ops.remove(Events::empty(&evt));
-            }
-        }
+        self.queue_events.bury(ops);
         for closed in self.muxer.take_closed() {
             if closed.registered {
                 let _ = ops.remove(Events::empty(&closed.stream));
