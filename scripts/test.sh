@@ -47,13 +47,8 @@ echo "microVM suite: all $expected cases passed" >&2
 say "benchmark smoke pass (keeps the harness working; never judged on budgets)"
 cargo build --locked --release -p husk-benches
 bench_out=$(mktemp -d)
-target/release/husk-bench boot --smoke --out "$bench_out/boot"
-target/release/husk-bench containers --smoke --out "$bench_out/containers"
-target/release/husk-bench virtiofs --smoke --out "$bench_out/virtiofs"
-target/release/husk-bench pods --smoke --out "$bench_out/pods"
-target/release/husk-bench network --smoke --out "$bench_out/network"
-target/release/husk-bench cpu --smoke --out "$bench_out/cpu"
-target/release/husk-bench fileio --smoke --out "$bench_out/fileio"
+# Every workload, the Linux ones in one boot of the test host.
+target/release/husk-bench all --smoke --out "$bench_out"
 rm -rf "$bench_out"
 
 echo "microVM suite: $expected passed, 0 failed"

@@ -9,6 +9,7 @@
 //! husk-bench network [--runs N] [--seconds S] [--round-trips N] [--smoke] …
 //! husk-bench cpu [--runs N] [--mib M] [--copies K] [--smoke] …
 //! husk-bench fileio [--runs N] [--file-mib M] [--files N] [--smoke] …
+//! husk-bench all [--smoke] [--runs N] [--only W,…] [--with 'W=ARGS'] …
 //! ```
 //!
 //! Each workload lives in `workloads/` and returns a `Section`; `report`
@@ -23,6 +24,7 @@ mod procs;
 mod report;
 mod stats;
 mod subcommands;
+mod suite;
 mod wire;
 mod workloads;
 
@@ -33,7 +35,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::machine::{KvmKind, Machine};
-use crate::report::Report;
 use crate::workloads::boot::{self, Binaries, LinuxGuest, Schedule};
 use crate::workloads::Section;
 
@@ -92,6 +93,9 @@ enum Cmd {
     /// The `fileio` workload, run inside tests/kvm-host.
     #[command(hide = true)]
     FileioInside(workloads::fileio::FileioInsideArgs),
+    /// Every workload above in one run (inside one boot of tests/kvm-host
+    /// where this /dev/kvm cannot boot Linux): one table, one plot.
+    All(suite::AllArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
         Cmd::CpuInside(args) => workloads::cpu::run_inside_cmd(args),
         Cmd::Fileio(args) => workloads::fileio::run(args),
         Cmd::FileioInside(args) => workloads::fileio::run_inside_cmd(args),
+        Cmd::All(args) => suite::run(args),
     };
     match result {
         Ok(code) => code,
@@ -217,7 +222,6 @@ fn run_boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     };
     let (smoke_runs, smoke_warmup) = (args.smoke.then_some(1), args.smoke.then_some(0));
     let mut sections = Vec::new();
-    let mut unmeasured = Vec::new();
 
     if args.only != Some(Part::Linux) {
         let sched = Schedule {
@@ -241,35 +245,15 @@ fn run_boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         let section = linux_part(&args, &root, &bins, &machine, smoke_runs, smoke_warmup);
         sections.push(section);
     }
-    for s in &sections {
-        if !s.measured_anything() {
-            unmeasured.push(s.title.clone());
-        }
-    }
-
-    let (date, when) = utc_now();
-    let out = args.out.clone().unwrap_or_else(|| {
-        let base = root.join("results").join(format!(
-            "boot-{date}{}",
-            if args.smoke { "-smoke" } else { "" }
-        ));
-        first_free(&base)
-    });
-    let report = Report {
-        title: "husk boot benchmark".into(),
-        when,
-        provenance: provenance(&root, &bins),
+    subcommands::finish(
+        &root,
+        "boot",
+        "husk boot benchmark",
+        args.out.clone(),
+        args.smoke,
+        provenance(&root, &bins),
         sections,
-    };
-    report::write(&out, "boot", &report)?;
-    println!("{}", report::markdown(&report, "boot.svg"));
-    eprintln!("husk-bench: results in {}", out.display());
-    if unmeasured.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("husk-bench: could not measure: {}", unmeasured.join("; "));
-        Ok(ExitCode::FAILURE)
-    }
+    )
 }
 
 /// The Linux part: here when /dev/kvm boots Linux, else through

@@ -262,6 +262,15 @@ pub(crate) fn finish(
         sections,
     };
     report::write(&out, name, &report)?;
+    if let Some(file) = std::env::var_os(crate::suite::SECTIONS_ENV) {
+        let lines: String = report
+            .sections
+            .iter()
+            .flat_map(wire::encode)
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(&file, lines)?;
+    }
     println!("{}", report::markdown(&report, &format!("{name}.svg")));
     eprintln!("husk-bench: results in {}", out.display());
     if unmeasured.is_empty() {
