@@ -237,7 +237,9 @@ fn run_boot(args: BootArgs) -> anyhow::Result<ExitCode> {
                 }
                 section
             }
-            Err(why) => not_measured("Tiny test guest on this machine's /dev/kvm", &machine, why),
+            Err(why) => {
+                subcommands::unmeasured("Tiny test guest on this machine's /dev/kvm", &machine, why)
+            }
         };
         sections.push(section);
     }
@@ -274,7 +276,7 @@ fn linux_part(
     };
     for file in [&guest.kernel, &guest.initramfs] {
         if !file.is_file() {
-            return not_measured(
+            return subcommands::unmeasured(
                 title,
                 machine,
                 format!("{file:?} is missing: build the guest with `scripts/setup.sh --no-check`"),
@@ -301,7 +303,7 @@ fn linux_part(
     }
     match through_test_host(root, bins, &guest, warmup, runs, timeout) {
         Ok(section) => section,
-        Err(why) => not_measured(&format!("{title} — {IN_TEST_HOST}"), machine, why),
+        Err(why) => subcommands::unmeasured(&format!("{title} — {IN_TEST_HOST}"), machine, why),
     }
 }
 
@@ -422,20 +424,6 @@ fn run_inside(args: InsideArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A section that could not be measured, saying why.
-fn not_measured(title: &str, machine: &Machine, why: String) -> Section {
-    eprintln!("husk-bench: {title}: not measured: {why}");
-    Section {
-        title: title.into(),
-        machine: machine.clone(),
-        warmup: 0,
-        runs: 0,
-        figures: Vec::new(),
-        notes: vec![format!("not measured: {why}")],
-        commands: Vec::new(),
-    }
 }
 
 /// The tiny guest: the given path, or a fresh build into a temp dir.
