@@ -4,6 +4,7 @@
 use std::io;
 use std::sync::Arc;
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -178,34 +179,10 @@ impl<D: Discard> Balloon<D> {
             };
             let head = chain.head_index();
             for desc in chain {
-                let ok = match index {
-                    REPORTINGQ => {
-                        let ok = desc.is_write_only()
-                            && give_back(&mut self.discard, mem, desc.addr(), desc.len().into());
-                        if ok {
-                            self.stats.reported_bytes += u64::from(desc.len());
-                        }
-                        ok
-                    }
-                    _ => {
-                        let (pages, ok) = if desc.is_write_only() {
-                            (0, false)
-                        } else {
-                            page_numbers(
-                                &mut self.discard,
-                                mem,
-                                desc.addr(),
-                                desc.len(),
-                                index == INFLATEQ,
-                            )
-                        };
-                        if index == INFLATEQ {
-                            self.stats.inflated_pages += pages;
-                        } else {
-                            self.stats.deflated_pages += pages;
-                        }
-                        ok
-                    }
+                let ok = if index == REPORTINGQ {
+                    report(&mut self.discard, &mut self.stats, mem, &desc)
+                } else {
+                    balloon_pages(&mut self.discard, &mut self.stats, mem, &desc, index)
                 };
                 if !ok {
                     self.stats.refused += 1;
@@ -238,6 +215,42 @@ impl<D: Discard> Balloon<D> {
             self.queue_events.retire(active.evts);
         }
     }
+}
+
+/// One run of a free page report (device-writable): given back whole.
+fn report<D: Discard>(
+    discard: &mut D,
+    stats: &mut BalloonStats,
+    mem: &GuestMemoryMmap,
+    desc: &Descriptor,
+) -> bool {
+    let ok = desc.is_write_only() && give_back(discard, mem, desc.addr(), desc.len().into());
+    if ok {
+        stats.reported_bytes += u64::from(desc.len());
+    }
+    ok
+}
+
+/// One buffer of page frame numbers (driver-readable) on the inflate or
+/// deflate queue; inflated pages are given back.
+fn balloon_pages<D: Discard>(
+    discard: &mut D,
+    stats: &mut BalloonStats,
+    mem: &GuestMemoryMmap,
+    desc: &Descriptor,
+    index: usize,
+) -> bool {
+    if desc.is_write_only() {
+        return false;
+    }
+    let inflate = index == INFLATEQ;
+    let (pages, ok) = page_numbers(discard, mem, desc.addr(), desc.len(), inflate);
+    if inflate {
+        stats.inflated_pages += pages;
+    } else {
+        stats.deflated_pages += pages;
+    }
+    ok
 }
 
 /// Gives `len` bytes at `addr` back if the range is whole pages inside
