@@ -37,9 +37,9 @@ set +e
 HUSK_BIN="$PWD/target/release/husk" tests/kvm-host --timeout 2400 -- "$suite" --test-threads=1 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-passed=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$log" | tail -n 1)
-if [ "$status" -ne 0 ] || [ "${passed:-0}" -ne "$expected" ]; then
-  echo "microVM suite: exit $status, ${passed:-0} of $expected cases passed" >&2
+passed=$(grep -c '^test .* \.\.\. ok$' "$log" || true)
+if [ "$status" -ne 0 ] || [ "$passed" -ne "$expected" ]; then
+  echo "microVM suite: exit $status, $passed of $expected cases passed" >&2
   exit 1
 fi
 echo "microVM suite: all $expected cases passed" >&2

@@ -50,6 +50,9 @@ run_dir=$(sed -n 's/.*QEMU killed (run directory \(.*\))$/\1/p' "$tmp/timeout-er
 # ([q]emu: the pattern must not match this check's own command line.)
 check "no QEMU left behind" bash -c "[ -n '$run_dir' ] && ! pgrep -f '[q]emu-system-x86_64.*$run_dir/' >/dev/null"
 
+"$kh" --timeout 50 --heartbeat 5 -- sleep 1001 2>"$tmp/heartbeat-err"
+check "a timeout shows the last heartbeat and what was running" grep -q 'kvm-host| .* sleep 1001$' "$tmp/heartbeat-err"
+
 "$kh" --frobnicate -- true 2>"$tmp/bad-err"
 status=$?
 check "a bad option is a clear error" bash -c "[ $status = 125 ] && grep -q 'unknown option --frobnicate' '$tmp/bad-err'"

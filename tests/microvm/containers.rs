@@ -70,7 +70,7 @@ fn create_start_state_kill_delete() {
     let rt = Runtime::new();
     let (dir, bundle) = bundle(&["sleep", "1000"]);
     let pid_file = dir.path().join("pid");
-    let out = rt.husk_leaving_monitor(&[
+    let out = rt.husk(&[
         "create",
         "--bundle",
         b(&bundle),
@@ -124,7 +124,7 @@ fn create_start_state_kill_delete() {
 fn delete_force_takes_a_running_container_and_its_vm_down() {
     let rt = Runtime::new();
     let (_d, bundle) = bundle(&["sleep", "1000"]);
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
     assert_eq!(rt.state("c1")["status"], "running");
     let list = rt.husk(&["list", "--quiet"]);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "c1");
@@ -221,7 +221,7 @@ fn a_bad_bundle_is_a_clear_error_and_leaves_nothing() {
             .unwrap()
             .push(serde_json::json!({"type": "user"}));
     });
-    let out = rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), "c2"]);
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "c2"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("namespace"),
@@ -239,7 +239,7 @@ fn exec_runs_more_processes_in_the_container() {
     write_config(&bundle, &["sleep", "1000"], |spec| {
         spec["hostname"] = serde_json::json!("exec-host");
     });
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
 
     // Foreground: its output, its exit status, the container's namespaces.
     let out = rt.husk(&["exec", "c1", "sh", "-c", "hostname; echo err >&2; exit 5"]);
@@ -273,7 +273,7 @@ fn exec_runs_more_processes_in_the_container() {
 
     // Detached: a pid file, and the process shows in ps.
     let pid_file = dir.path().join("exec.pid");
-    let out = rt.husk_leaving_monitor(&[
+    let out = rt.husk(&[
         "exec",
         "--detach",
         "--pid-file",
@@ -325,7 +325,7 @@ fn exec_runs_more_processes_in_the_container() {
 fn pause_resume_update_and_events_reach_the_guest_cgroup() {
     let rt = Runtime::new();
     let (_d, bundle) = bundle(&["sleep", "1000"]);
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "c1"]);
 
     rt.ok(&["update", "--memory", "67108864", "--pids-limit", "50", "c1"]);
     let out = rt.ok(&["events", "--stats", "c1"]);
@@ -374,7 +374,7 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
     let socket = dir.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let receiver = std::thread::spawn(move || husk::container::console::receive_console(&listener));
-    let out = rt.husk_leaving_monitor(&[
+    let out = rt.husk(&[
         "create",
         "--console-socket",
         b(&socket),
@@ -481,7 +481,7 @@ fn every_kind_of_bad_input_is_named_and_leaves_nothing() {
             describe(out)
         );
     };
-    let create = |id: &str| rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), id]);
+    let create = |id: &str| rt.husk(&["create", "--bundle", b(&bundle), id]);
 
     std::fs::write(bundle.join("config.json"), "{ not json").unwrap();
     refused("not JSON", "not a valid OCI runtime spec", &create("c1"));

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use husk_tests::image::busybox_image_archive;
 use husk_tests::{
-    check, describe, husk_bin, husk_processes_with, initramfs, kernel, stdout_of as stdout,
-    wait_until,
+    check, describe, husk_bin, husk_processes_with, initramfs, kernel, output_within,
+    stdout_of as stdout, wait_until, CALL_TIMEOUT,
 };
 
 /// Debian's client; another `docker` may come first on `PATH`.
@@ -36,8 +36,6 @@ const DOCKERD: &str = "/usr/sbin/dockerd";
 const IMAGE: &str = "husk-busybox:latest";
 /// The runtime name in daemon.json.
 const RUNTIME: &str = "husk";
-/// How long one docker call may take (every container boots a guest).
-const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the cleanup after a container ends may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The host port the bridge test publishes (inside its own namespace).
@@ -259,65 +257,12 @@ impl Docker {
         line
     }
 
-    /// Waits for `child` (its output in files) up to [`CALL_TIMEOUT`].
-    fn finish(&self, mut child: Child, what: &str, out: &Path, err: &Path) -> Output {
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                let partial = Output {
-                    status,
-                    stdout: std::fs::read(out).unwrap_or_default(),
-                    stderr: std::fs::read(err).unwrap_or_default(),
-                };
-                panic!(
-                    "{what} took over {CALL_TIMEOUT:?}: {}\n--- dockerd\n{}",
-                    describe(&partial),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Output {
-            status,
-            stdout: std::fs::read(out).unwrap(),
-            stderr: std::fs::read(err).unwrap(),
-        }
-    }
-
-    /// Files for the output of the next call.
-    fn output_files(&self) -> (PathBuf, PathBuf) {
-        let n = self.calls.get();
-        self.calls.set(n + 1);
-        (
-            self.dir.path().join(format!("call-{n}.out")),
-            self.dir.path().join(format!("call-{n}.err")),
-        )
-    }
-
-    /// Runs `command` with `stdin` written to it and closed.
+    /// Runs `command` with `stdin` written to it and closed, up to
+    /// [`CALL_TIMEOUT`].
     fn run_command(&self, mut command: Command, what: &str, stdin: Option<&[u8]>) -> Output {
-        let (out, err) = self.output_files();
-        let child = command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut child = child;
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(input).unwrap();
-        }
-        self.finish(child, what, &out, &err)
+        output_within(&mut command, stdin, CALL_TIMEOUT, || {
+            format!("{what}\n--- dockerd\n{}", self.log())
+        })
     }
 
     /// `docker ARGS`, no stdin.
@@ -335,6 +280,7 @@ impl Docker {
     /// A fresh `--cidfile` path.
     fn cidfile(&self) -> PathBuf {
         let n = self.calls.get();
+        self.calls.set(n + 1);
         self.dir.path().join(format!("cid-{n}"))
     }
 

@@ -65,7 +65,7 @@ fn memory_a_container_frees_goes_back_to_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = busybox_bundle(dir.path(), &["sleep", "1000"]);
     let b = bundle.to_str().unwrap();
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b, "c1"]);
+    rt.ok(&["run", "--detach", "--bundle", b, "c1"]);
     let monitor = rt.state("c1")["pid"].as_u64().unwrap() as u32;
     let vmm = vmm_of(monitor);
     let booted = settled_guest_rss_kib(vmm);

@@ -154,7 +154,7 @@ fn the_guest_sees_the_pods_network_as_runc_does_and_carries_tcp_and_udp() {
         page,
         &["httpd", "-f", "-p", "8080", "-h", "/www"],
     );
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "web"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "web"]);
     let got = http_get("10.77.1.2:8080", Duration::from_secs(60));
     let udp = UdpSocket::bind("10.77.1.1:7001").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -216,7 +216,7 @@ fn pods_reach_each_other_and_two_interfaces_keep_their_own_mtu() {
         page,
         &["httpd", "-f", "-p", "8080", "-h", "/www"],
     );
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&web), "pod-a"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&web), "pod-a"]);
     let dir_c = tempfile::tempdir().unwrap();
     let client = net_bundle(
         dir_c.path(),
@@ -264,7 +264,7 @@ fn a_crashed_vmm_or_monitor_leaves_no_redirect_behind() {
     };
 
     // The VMM dies: its monitor sees the VM go and parts the network.
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "v"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "v"]);
     assert!(!ns.leftovers().is_empty(), "no redirect while it runs");
     let vmm = vmm_of("v").expect("the container's VMM");
     // SAFETY: kill(2) with integer arguments.
@@ -277,7 +277,7 @@ fn a_crashed_vmm_or_monitor_leaves_no_redirect_behind() {
     rt.ok(&["delete", "--force", "v"]);
 
     // The monitor dies (its VMM with it): `delete` parts the network.
-    rt.ok_leaving_monitor(&["run", "--detach", "--bundle", b(&bundle), "m"]);
+    rt.ok(&["run", "--detach", "--bundle", b(&bundle), "m"]);
     let monitor = rt.state("m")["pid"].as_i64().unwrap() as i32;
     // SAFETY: as above.
     unsafe { libc::kill(monitor, libc::SIGKILL) };
@@ -293,7 +293,7 @@ fn a_missing_netns_or_an_interface_without_address_is_refused_and_leaves_nothing
     let dir = tempfile::tempdir().unwrap();
     let missing = PathBuf::from("/var/run/netns/husk-t-no-such-netns");
     let bundle = net_bundle(dir.path(), &missing, "", &["true"]);
-    let out = rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), "bad1"]);
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "bad1"]);
     assert!(
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("husk-t-no-such-netns"),
@@ -312,7 +312,7 @@ fn a_missing_netns_or_an_interface_without_address_is_refused_and_leaves_nothing
     );
     let dir = tempfile::tempdir().unwrap();
     let bundle = net_bundle(dir.path(), &ns.path(), "", &["true"]);
-    let out = rt.husk_leaving_monitor(&["create", "--bundle", b(&bundle), "bad2"]);
+    let out = rt.husk(&["create", "--bundle", b(&bundle), "bad2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("eth0") && err.contains("no IP address"),

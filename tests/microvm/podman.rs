@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_tests::{busybox_rootfs, describe, husk, husk_bin, husk_processes_with, wait_until};
+use husk_tests::{
+    busybox_rootfs, describe, husk, husk_bin, husk_processes_with, output_within, wait_until,
+    CALL_TIMEOUT,
+};
 
-/// How long one podman call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the cleanup after a container ends (conmon's exit command,
 /// `podman container cleanup`, which runs `husk delete`) may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -134,50 +135,16 @@ impl Podman {
     /// container's conmon must not hold a pipe we wait on), killed after
     /// [`CALL_TIMEOUT`].
     fn run(&self, args: &[&str]) -> Output {
-        let n = self.calls.get();
-        self.calls.set(n + 1);
-        let (out, err) = (
-            self.path(&format!("call-{n}.out")),
-            self.path(&format!("call-{n}.err")),
-        );
-        let mut child = Command::new("podman")
+        let mut command = Command::new("podman");
+        command
             .arg("--runtime")
             .arg(husk_bin())
             .args(args)
             .env("CONTAINERS_CONF", self.path("containers.conf"))
             .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
             .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("TMPDIR", self.path("tmp"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("run podman (apt-get install podman)");
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                let partial = Output {
-                    status,
-                    stdout: std::fs::read(&out).unwrap_or_default(),
-                    stderr: std::fs::read(&err).unwrap_or_default(),
-                };
-                panic!(
-                    "podman {args:?} took over {CALL_TIMEOUT:?}: {}",
-                    describe(&partial)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        }
+            .env("TMPDIR", self.path("tmp"));
+        output_within(&mut command, None, CALL_TIMEOUT, String::new)
     }
 
     /// [`Podman::run`], which must succeed; its stdout.
@@ -191,6 +158,7 @@ impl Podman {
     /// container id too) there.
     fn cidfile(&self) -> PathBuf {
         let n = self.calls.get();
+        self.calls.set(n + 1);
         self.path(&format!("cid-{n}"))
     }
 

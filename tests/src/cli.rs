@@ -1,10 +1,10 @@
 //! The `husk` CLI driven as runc would be, with a runtime root per test.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::{describe, husk_bin, husk_processes_with, wait_until};
+use crate::{describe, husk_bin, husk_processes_with, output_within, wait_until, CALL_TIMEOUT};
 
 /// A runtime root of its own per test, removed at the end.
 pub struct Runtime {
@@ -33,44 +33,16 @@ impl Runtime {
         c
     }
 
-    /// `husk ARGS`, run to the end with stdin from /dev/null.
+    /// `husk ARGS`, run to the end with stdin from /dev/null, its output
+    /// in files (a verb that leaves a container behind, `create` or
+    /// `run --detach`, leaves its monitor holding the stdio it was given).
     pub fn husk(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run husk")
-    }
-
-    /// For verbs that leave a container behind (`create`, `run --detach`):
-    /// its monitor keeps the stdio it was given, so give it files, not the
-    /// pipes `output()` would wait on.
-    pub fn husk_leaving_monitor(&self, args: &[&str]) -> Output {
-        let dir = tempfile::tempdir().unwrap();
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        let status = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .expect("run husk");
-        Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        }
+        output_within(&mut self.cmd(args), None, CALL_TIMEOUT, String::new)
     }
 
     /// `husk ARGS`, which must succeed.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.husk(args);
-        assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
-        out
-    }
-
-    /// [`Runtime::husk_leaving_monitor`], which must succeed.
-    pub fn ok_leaving_monitor(&self, args: &[&str]) -> Output {
-        let out = self.husk_leaving_monitor(args);
         assert!(out.status.success(), "husk {args:?}: {}", describe(&out));
         out
     }

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::{describe, husk_bin, initramfs, kernel, wait_until};
+use crate::{
+    describe, husk_bin, initramfs, kernel, last_lines, output_within, wait_until, CALL_TIMEOUT,
+};
 
 /// The shim's binary name, as containerd derives it from the runtime name.
 pub const SHIM_BIN: &str = "containerd-shim-husk-v2";
@@ -147,12 +149,11 @@ impl Containerd {
         c
     }
 
-    /// `ctr ARGS` with no stdin; its output.
+    /// `ctr ARGS` with no stdin, up to [`CALL_TIMEOUT`]; its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.ctr(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ctr")
+        output_within(&mut self.ctr(args), None, CALL_TIMEOUT, || {
+            format!("--- containerd\n{}", last_lines(&self.log(), 40))
+        })
     }
 
     /// `ctr ARGS`, which must succeed.

@@ -7,9 +7,15 @@ pub mod containerd;
 pub mod image;
 pub mod netns;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long one client call (husk, ctr, docker, podman) may take: past it
+/// the test fails naming the call and what was running, instead of the
+/// whole suite stalling until the test host's timeout.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -80,10 +86,105 @@ pub fn initramfs() -> PathBuf {
 
 /// Runs `husk` with `args` and returns its output.
 pub fn husk(args: &[&str]) -> Output {
-    Command::new(husk_bin())
-        .args(args)
+    let mut cmd = Command::new(husk_bin());
+    cmd.args(args);
+    output_within(&mut cmd, None, CALL_TIMEOUT, String::new)
+}
+
+/// Runs `cmd` to its end with `stdin` written to it (else /dev/null), its
+/// stdout and stderr in files (a process it leaves running, such as a
+/// container's monitor, holds no pipe this would wait on). Past `limit` it
+/// kills `cmd` and panics with its output so far, `context()` and the
+/// processes and microVM consoles still running.
+pub fn output_within(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+    context: impl FnOnce() -> String,
+) -> Output {
+    let files = tempfile::tempdir().expect("a temp dir for a call's output");
+    let (out, err) = (files.path().join("out"), files.path().join("err"));
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input)
+            .unwrap_or_else(|e| panic!("stdin of {what}: {e}"));
+    }
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let running = running_processes();
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            let partial = Output {
+                status,
+                stdout: std::fs::read(&out).unwrap_or_default(),
+                stderr: std::fs::read(&err).unwrap_or_default(),
+            };
+            panic!(
+                "{what} took over {limit:?}: {}\n{}\n--- still running\n{running}",
+                describe(&partial),
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    }
+}
+
+/// Every process with its state and wait channel, and the end of the
+/// console log of each running microVM: what a hang report needs.
+pub fn running_processes() -> String {
+    let ps = Command::new("ps")
+        .args(["-eo", "pid,ppid,stat,etimes,wchan:24,args"])
         .output()
-        .expect("run husk")
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("ps: {e}"));
+    let mut report: String = ps
+        .lines()
+        .filter(|l| !l.trim_end().ends_with(']'))
+        .map(|l| format!("{}\n", l.chars().take(200).collect::<String>()))
+        .collect();
+    let mut consoles = std::collections::BTreeSet::new();
+    for fds in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for fd in std::fs::read_dir(fds.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if target.file_name().is_some_and(|n| n == "console.log") {
+                    consoles.insert(target);
+                }
+            }
+        }
+    }
+    for console in consoles {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        report.push_str(&format!(
+            "--- {}\n{}\n",
+            console.display(),
+            last_lines(&text, 15)
+        ));
+    }
+    report
 }
 
 /// Stdout and stderr of an output, for assertion messages.
