@@ -431,14 +431,18 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
     let rt = Runtime::new();
     let dir = tempfile::tempdir().unwrap();
     let bundle = busybox_bundle(dir.path(), &[]);
-    // The shell keeps the whole command substitution in its own memory:
-    // 96 MiB against a 24 MiB limit (the guest has 128 MiB, no swap).
+    // dd's one 96 MiB buffer, filled by a single read, against a 24 MiB
+    // limit (the guest has 128 MiB, no swap). One allocation that runs no
+    // code while it grows: a process that keeps executing as it nears its
+    // limit makes the kernel reclaim and refault its own text over
+    // virtio-fs, which the emulated test host can stretch to many minutes
+    // before the OOM killer is allowed to act.
     write_config(
         &bundle,
         &[
             "sh",
             "-c",
-            "x=$(head -c 100663296 /dev/zero | tr '\\0' a); echo survived ${#x}",
+            "dd if=/dev/zero of=/dev/null bs=96M count=1 && echo survived",
         ],
         |spec| {
             spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 25_165_824});

@@ -349,6 +349,16 @@ fn cmdline(pid: i32) -> Vec<String> {
         .collect()
 }
 
+/// Whether a process that ended with `status` counts as OOM-killed, given
+/// the OOM kills in its container's cgroup since it started. The container
+/// (its init) does if the OOM killer ended any of its processes, as runc's
+/// OOM event makes Docker and Kubernetes report: `sh -c 'hog; …'` whose hog
+/// was killed is OOMKilled though sh exits 137 itself. An exec'd process
+/// only if it was killed by SIGKILL itself.
+fn oom_killed(init: bool, status: ExitStatus, kills_since_start: u64) -> bool {
+    kills_since_start > 0 && (init || status == ExitStatus::Signaled(libc::SIGKILL))
+}
+
 impl Container {
     fn process(&self, exec_id: &str) -> Result<Arc<Process>, LookupError> {
         if exec_id.is_empty() {
@@ -730,8 +740,11 @@ impl Containers {
             return Err(ProcessOpError::Deadline("forwarding its output"));
         }
         p.waited.store(true, Ordering::SeqCst);
-        let oom_killed =
-            status == ExitStatus::Signaled(libc::SIGKILL) && c.oom_kills() > p.oom_baseline;
+        let oom_killed = oom_killed(
+            req.exec_id.is_empty(),
+            status,
+            c.oom_kills().saturating_sub(p.oom_baseline),
+        );
         Ok(WaitProcessResponse {
             exit_status: status.shell_status(),
             signal: status.signal() as u32,
@@ -943,6 +956,19 @@ mod tests {
         assert!(check_id("a/b").is_err());
         assert!(check_id("a b").is_err());
         assert!(check_id(&"x".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn a_container_is_oom_killed_when_any_of_its_processes_was() {
+        let killed = ExitStatus::Signaled(libc::SIGKILL);
+        // init itself, or a child of the shell that exits 137 after it.
+        assert!(oom_killed(true, killed, 1));
+        assert!(oom_killed(true, ExitStatus::Exited(137), 1));
+        // no OOM kill in the cgroup since it started: a plain SIGKILL.
+        assert!(!oom_killed(true, killed, 0));
+        // an exec'd process only when the OOM killer took it.
+        assert!(oom_killed(false, killed, 2));
+        assert!(!oom_killed(false, ExitStatus::Exited(0), 2));
     }
 
     #[test]
