@@ -52,6 +52,7 @@ check "no QEMU left behind" bash -c "[ -n '$run_dir' ] && ! pgrep -f '[q]emu-sys
 
 "$kh" --timeout 50 --heartbeat 5 -- sleep 1001 2>"$tmp/heartbeat-err"
 check "a timeout shows the last heartbeat and what was running" grep -q 'kvm-host| .* sleep 1001$' "$tmp/heartbeat-err"
+check "a timeout shows where the emulated CPU was" grep -q '^kvm-host| RIP=' "$tmp/heartbeat-err"
 
 "$kh" --frobnicate -- true 2>"$tmp/bad-err"
 status=$?

@@ -303,9 +303,12 @@ pub fn build_vm(config: &VmConfig) -> Result<Vm, BuildVmError> {
     )
     .map_err(BuildVmError::ConfigureSystem)?;
 
-    let cpuid = kvm
+    let mut cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("get supported CPUID"))?;
+    if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        arch::offer_tsc_deadline(&mut cpuid);
+    }
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
         let vcpu = vm_fd

@@ -14,6 +14,8 @@ pub struct CpuidError(#[source] pub kvm_ioctls::Error);
 
 /// Leaf 1 ECX: running under a hypervisor.
 const ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: the local APIC timer has TSC-deadline mode.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 EDX: more than one logical processor per package.
 const EDX_HTT: u32 = 1 << 28;
 /// Leaf 0xb/0x1f level types.
@@ -26,6 +28,19 @@ fn bits_for(n: u32) -> u32 {
         0
     } else {
         32 - (n - 1).leading_zeros()
+    }
+}
+
+/// Offers the TSC-deadline timer, which KVM's in-kernel local APIC
+/// emulates but reports as a capability (`KVM_CAP_TSC_DEADLINE_TIMER`)
+/// rather than in its supported CPUID. With it Linux needs no timer
+/// calibration at boot: without it, it spins with interrupts on until a
+/// tenth of a second of APIC timer ticks has gone by.
+pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == 0x1 {
+            entry.ecx |= ECX_TSC_DEADLINE;
+        }
     }
 }
 
@@ -131,6 +146,15 @@ mod tests {
         assert_eq!((core.eax, core.ebx, core.ecx >> 8, core.edx), (2, 4, 2, 3));
         let end = find(&cpuid, 0xb, 2);
         assert_eq!((end.ebx, end.ecx >> 8), (0, 0));
+    }
+
+    #[test]
+    fn the_tsc_deadline_timer_is_offered_in_leaf_one_only() {
+        let mut cpuid = CpuId::from_entries(&[leaf(1, 0), leaf(4, 0)]).unwrap();
+        offer_tsc_deadline(&mut cpuid);
+        patch_cpuid(&mut cpuid, 0, 1);
+        assert_ne!(find(&cpuid, 1, 0).ecx & ECX_TSC_DEADLINE, 0);
+        assert_eq!(find(&cpuid, 4, 0).ecx, 0);
     }
 
     #[test]

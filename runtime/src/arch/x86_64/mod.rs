@@ -13,7 +13,7 @@ use kvm_bindings::{kvm_pit_config, CpuId, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 
-pub use cpuid::CpuidError;
+pub use cpuid::{offer_tsc_deadline, CpuidError};
 pub use interrupts::LapicError;
 pub use mptable::MptableError;
 pub use msr::MsrError;
