@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use husk_tests::{
     busybox_rootfs, describe, husk, husk_bin, husk_processes_with, output_within, wait_until,
