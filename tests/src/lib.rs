@@ -162,22 +162,27 @@ pub fn running_processes() -> String {
         .filter(|l| !l.trim_end().ends_with(']'))
         .map(|l| format!("{}\n", l.chars().take(200).collect::<String>()))
         .collect();
-    let mut consoles = std::collections::BTreeSet::new();
-    for fds in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        for fd in std::fs::read_dir(fds.path().join("fd"))
+    // A VMM's console log lies in its own mount namespace: read it through
+    // the VMM's root, once per log.
+    let mut consoles = std::collections::BTreeMap::new();
+    for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for fd in std::fs::read_dir(proc_dir.path().join("fd"))
             .into_iter()
             .flatten()
             .flatten()
         {
             if let Ok(target) = std::fs::read_link(fd.path()) {
                 if target.file_name().is_some_and(|n| n == "console.log") {
-                    consoles.insert(target);
+                    let relative = target.strip_prefix("/").unwrap_or(&target).to_path_buf();
+                    consoles
+                        .entry(target)
+                        .or_insert_with(|| proc_dir.path().join("root").join(relative));
                 }
             }
         }
     }
-    for console in consoles {
-        let text = std::fs::read_to_string(&console).unwrap_or_default();
+    for (console, through_root) in consoles {
+        let text = std::fs::read_to_string(&through_root).unwrap_or_default();
         report.push_str(&format!(
             "--- {}\n{}\n",
             console.display(),
