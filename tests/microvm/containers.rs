@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use husk_tests::bundle::{busybox_bundle, write_config};
 use husk_tests::cli::Runtime;
-use husk_tests::{describe, wait_until};
+use husk_tests::{describe, host_cgroup, wait_until};
 
 fn bundle(args: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -426,11 +426,16 @@ fn a_terminal_goes_to_the_console_socket_with_its_size() {
     rt.assert_clean();
 }
 
+/// The OOM also reaches the host: the container's host cgroup (its
+/// `linux.cgroupsPath`, where the monitor runs) counts one OOM kill, which
+/// is what Docker's runc shim and conmon watch.
 #[test]
 fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
     let rt = Runtime::new();
     let dir = tempfile::tempdir().unwrap();
     let bundle = busybox_bundle(dir.path(), &[]);
+    let parent = format!("/husk-test-{}", std::process::id());
+    let cgroups_path = format!("{parent}/c1");
     // dd's one 96 MiB buffer, filled by a single read, against a 24 MiB
     // limit (the guest has 128 MiB, no swap). One allocation that runs no
     // code while it grows: a process that keeps executing as it nears its
@@ -446,6 +451,7 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
         ],
         |spec| {
             spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 25_165_824});
+            spec["linux"]["cgroupsPath"] = serde_json::json!(cgroups_path);
         },
     );
     let out = rt.husk(&["run", "--keep", "--bundle", b(&bundle), "c1"]);
@@ -458,17 +464,33 @@ fn a_container_over_its_memory_limit_is_oom_killed_and_state_says_so() {
     let state = rt.state("c1");
     assert_eq!(state["status"], "stopped", "{state}");
     assert_eq!(state["oomKilled"], true, "{state}");
+    let memory = host_cgroup::memory_dir(&cgroups_path);
+    assert_eq!(host_cgroup::oom_kills(&memory), Some(1), "{memory:?}");
     rt.ok(&["delete", "c1"]);
     rt.assert_clean();
+    assert!(!memory.exists(), "{memory:?} left after delete");
+    assert!(
+        host_cgroup::named("c1").is_empty(),
+        "{:?}",
+        host_cgroup::named("c1")
+    );
 
     // A container that stays under its limit is not reported OOM-killed.
+    let cgroups_path = format!("{parent}/c2");
     write_config(&bundle, &["true"], |spec| {
         spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 25_165_824});
+        spec["linux"]["cgroupsPath"] = serde_json::json!(cgroups_path);
     });
     rt.ok(&["run", "--keep", "--bundle", b(&bundle), "c2"]);
     assert_eq!(rt.state("c2")["oomKilled"], false);
+    let memory = host_cgroup::memory_dir(&cgroups_path);
+    assert_eq!(host_cgroup::oom_kills(&memory), Some(0), "{memory:?}");
     rt.ok(&["delete", "c2"]);
     rt.assert_clean();
+    assert!(!memory.exists(), "{memory:?} left after delete");
+    for parent in host_cgroup::named(parent.trim_start_matches('/')) {
+        std::fs::remove_dir(&parent).unwrap();
+    }
 }
 
 /// The bad-input list through the CLI: each a clear error naming
@@ -510,15 +532,48 @@ fn every_kind_of_bad_input_is_named_and_leaves_nothing() {
         s["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0, "username": "ghost"});
     });
     refused("unknown user name", "ghost", &create("c1"));
+    write_config(&bundle, &["true"], |s| {
+        s["linux"]["cgroupsPath"] = serde_json::json!("/husk-test/../../escape");
+    });
+    refused("cgroup path", "linux.cgroupsPath", &create("c1"));
     rt.assert_clean();
+    // A container whose creation fails in the guest leaves no host cgroup.
+    let parent = format!("husk-test-bad-{}", std::process::id());
+    write_config(&bundle, &["true"], |s| {
+        s["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0, "username": "ghost"});
+        s["linux"]["cgroupsPath"] = serde_json::json!(format!("/{parent}/c1"));
+    });
+    refused("unknown user name, with a cgroup", "ghost", &create("c1"));
+    rt.assert_clean();
+    assert!(
+        host_cgroup::named("c1").is_empty(),
+        "{:?}",
+        host_cgroup::named("c1")
+    );
 
-    write_config(&bundle, &["sleep", "600"], |_| {});
+    // The monitor (the container's pid) runs in the named host cgroup.
+    write_config(&bundle, &["sleep", "600"], |s| {
+        s["linux"]["cgroupsPath"] = serde_json::json!(format!("/{parent}/c-dup"));
+    });
     let out = create("c-dup");
     assert!(out.status.success(), "{}", describe(&out));
+    let pid = rt.state("c-dup")["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        host_cgroup::of_process(pid).as_deref(),
+        Some(format!("/{parent}/c-dup").as_str())
+    );
     refused("duplicate id", "already exists", &create("c-dup"));
     rt.ok(&["start", "c-dup"]);
     refused("start twice", "cannot start", &rt.husk(&["start", "c-dup"]));
     refused("delete running", "--force", &rt.husk(&["delete", "c-dup"]));
     rt.ok(&["delete", "--force", "c-dup"]);
     rt.assert_clean();
+    assert!(
+        host_cgroup::named("c-dup").is_empty(),
+        "{:?}",
+        host_cgroup::named("c-dup")
+    );
+    for dir in host_cgroup::named(&parent) {
+        std::fs::remove_dir(&dir).unwrap();
+    }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use husk_tests::image::busybox_image_archive;
 use husk_tests::{
-    check, describe, husk_bin, husk_processes_with, initramfs, kernel, output_within,
+    check, describe, host_cgroup, husk_bin, husk_processes_with, initramfs, kernel, output_within,
     stdout_of as stdout, wait_until, CALL_TIMEOUT,
 };
 
@@ -501,9 +501,10 @@ fn detached_logs_exec_stop_kill_rm(d: &Docker) -> Result<Vec<String>, String> {
 }
 
 /// A process that exceeds its `--memory` is killed by the guest's OOM
-/// killer: the container ends with 137. Docker 20.10's runc shim watches
-/// the host cgroup of husk's monitor for OOM events, and the OOM happened
-/// in the guest, so `State.OOMKilled` stays false (docs/containerd.md).
+/// killer: the container ends with 137 and `State.OOMKilled` is true.
+/// Docker 20.10's runc shim learns of it from the host cgroup Docker names
+/// (`docker/ID`), where husk's monitor runs and raises the guest's OOM;
+/// that cgroup is gone after `docker rm`.
 fn memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
     let cid = d.cidfile();
     let out = d.run(&Docker::run_args(
@@ -529,10 +530,12 @@ fn memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
         "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
         &id,
     ]);
-    check(state.trim() == "exited 137 false", || {
+    check(state.trim() == "exited 137 true", || {
         format!("docker inspect: {state}")
     })?;
     d.ok(&["rm", &id]);
+    let left = host_cgroup::named(&id);
+    check(left.is_empty(), || format!("host cgroups left: {left:?}"))?;
     Ok(vec![id])
 }
 

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod containerd;
+pub mod host_cgroup;
 pub mod image;
 pub mod netns;
 

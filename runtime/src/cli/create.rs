@@ -53,6 +53,7 @@ pub fn options(args: &CreateArgs, globals: &Globals) -> anyhow::Result<CreateOpt
         pid_file: args.pid_file.clone(),
         config_path: globals.config.clone(),
         log_args: globals.log_args(),
+        systemd_cgroup: globals.systemd_cgroup,
     })
 }
 

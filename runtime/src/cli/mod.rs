@@ -50,7 +50,8 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Accepted for runc compatibility: cgroups are the guest's.
+    /// linux.cgroupsPath is systemd's slice:prefix:name; husk then makes
+    /// no host cgroup for the monitor (the container's limits are the guest's).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility.
@@ -73,6 +74,8 @@ pub struct Globals {
     pub config: Option<PathBuf>,
     /// `--debug`.
     pub debug: bool,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
 }
 
 impl Globals {
@@ -138,6 +141,7 @@ impl Cli {
             root: self.root.clone(),
             config: self.config.clone(),
             debug: self.debug,
+            systemd_cgroup: self.systemd_cgroup,
         }
     }
 
@@ -151,8 +155,8 @@ impl Cli {
             }
             _ => logging::init(self.debug, self.log.as_deref(), self.log_format),
         }
-        if self.systemd_cgroup || self.rootless.is_some() || self.criu.is_some() {
-            log::debug!("--systemd-cgroup/--rootless/--criu accepted and ignored");
+        if self.rootless.is_some() || self.criu.is_some() {
+            log::debug!("--rootless/--criu accepted and ignored");
         }
     }
 }

@@ -58,6 +58,7 @@ mod tests {
             exit_status: Some(137),
             oom_killed,
             network: None,
+            host_cgroup: None,
         }
     }
 

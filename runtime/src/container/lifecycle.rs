@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::hooks::{ContainerHooks, HookRunner, HookSpecError, HookState, HooksFileError};
+use super::host_cgroup::{join_in_child, HostCgroup, MakeHostCgroupError, RemoveHostCgroupError};
 use super::state::{
     now_rfc3339, process_alive, ContainerDir, ContainerDirError, ContainerState, Status,
     OCI_VERSION,
@@ -66,6 +67,12 @@ pub enum LifecycleError {
     /// The monitor did not die.
     #[error("container {0:?}: its monitor (pid {1}) did not end")]
     Unkillable(String, i32),
+    /// The container's host cgroup could not be made.
+    #[error(transparent)]
+    MakeCgroup(#[from] MakeHostCgroupError),
+    /// The container's host cgroup could not be removed.
+    #[error(transparent)]
+    RemoveCgroup(#[from] RemoveHostCgroupError),
 }
 
 /// What `create` needs.
@@ -85,6 +92,9 @@ pub struct CreateOptions {
     pub config_path: Option<PathBuf>,
     /// husk's log file and format flags, passed to the monitor.
     pub log_args: Vec<String>,
+    /// `--systemd-cgroup`: `linux.cgroupsPath` is systemd's
+    /// `slice:prefix:name`, and no host cgroup is made.
+    pub systemd_cgroup: bool,
 }
 
 /// A created container whose monitor is our child.
@@ -96,20 +106,37 @@ pub struct CreatedContainer {
     pub dir: ContainerDir,
 }
 
-/// Creates a container: checks the bundle, makes its directory, starts the
-/// monitor (which boots the VM and creates the container in it) with our
-/// stdio as the container's, and waits until it reports. On failure
-/// nothing is left.
+/// Creates a container: checks the bundle, makes its directory and its
+/// host cgroup, starts the monitor (which boots the VM and creates the
+/// container in it) in that cgroup with our stdio as the container's, and
+/// waits until it reports. On failure nothing is left.
 pub fn create(opts: &CreateOptions) -> Result<CreatedContainer, LifecycleError> {
     crate::oci::validate_container_id(&opts.id).map_err(ContainerDirError::from)?;
     let bundle = Bundle::load(&opts.bundle)?;
     let hooks = ContainerHooks::from_spec(&bundle.spec)?;
+    let cgroups_path = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .filter(|_| !opts.systemd_cgroup);
     let dir = ContainerDir::create(&opts.root, &opts.id)?;
+    let cgroup = match cgroups_path.map(|p| HostCgroup::make(&p.to_string_lossy())) {
+        Some(Err(e)) => {
+            let _ = dir.remove();
+            return Err(e.into());
+        }
+        Some(Ok(cgroup)) => Some(cgroup),
+        None => None,
+    };
     let result = hooks
         .save(&dir.dir)
         .map_err(LifecycleError::from)
-        .and_then(|()| start_monitor(opts, &bundle, &dir));
+        .and_then(|()| start_monitor(opts, &bundle, &dir, cgroup.as_ref()));
     if result.is_err() {
+        if let Some(cgroup) = &cgroup {
+            cgroup.remove_quietly();
+        }
         let _ = dir.remove();
     }
     result
@@ -119,6 +146,7 @@ fn start_monitor(
     opts: &CreateOptions,
     bundle: &Bundle,
     dir: &ContainerDir,
+    cgroup: Option<&HostCgroup>,
 ) -> Result<CreatedContainer, LifecycleError> {
     dir.write(&ContainerState {
         oci_version: OCI_VERSION.into(),
@@ -139,6 +167,7 @@ fn start_monitor(
         exit_status: None,
         oom_killed: false,
         network: None,
+        host_cgroup: cgroup.cloned(),
     })?;
     let exe = std::env::current_exe().map_err(LifecycleError::SpawnMonitor)?;
     let mut command = Command::new(exe);
@@ -165,7 +194,18 @@ fn start_monitor(
             .stdout(Stdio::null())
             .stderr(Stdio::null());
     }
+    // The monitor starts in the container's host cgroup, so the pid the
+    // caller watches is there from the first (see host_cgroup).
+    let cgroup_procs = cgroup
+        .map(HostCgroup::procs_files)
+        .transpose()
+        .map_err(LifecycleError::SpawnMonitor)?
+        .unwrap_or_default();
+    let procs_fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the closure only writes to descriptors opened above.
+    unsafe { command.pre_exec(move || join_in_child(&procs_fds)) };
     let (monitor, report) = spawn_reporting(command).map_err(LifecycleError::SpawnMonitor)?;
+    drop(cgroup_procs);
     let monitor = finish_report(monitor, &report, opts.pid_file.as_deref(), &opts.id)?;
     Ok(CreatedContainer {
         monitor,
@@ -343,6 +383,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), LifecycleError> 
         }
     }
     wait_for_vmm_exit(&dir);
+    if let Some(cgroup) = &state.host_cgroup {
+        cgroup.remove()?;
+    }
     // The monitor parts the network when it ends by itself; after a crash
     // (or a forced delete) the redirects are still on the pod's links.
     if let Some(network) = &state.network {

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod exec;
 pub mod hooks;
+pub mod host_cgroup;
 pub mod lifecycle;
 pub mod monitor;
 pub mod sizing;

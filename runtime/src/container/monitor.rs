@@ -316,18 +316,35 @@ fn wait_and_end(created: Created, dir: &ContainerDir, signals: SigSet) -> i32 {
         "container {id}: exited with {status}{}",
         if oom_killed { " (OOM killed)" } else { "" }
     );
-    if let Err(e) = dir.update(|s| {
+    let recorded = dir.update(|s| {
         s.status = Status::Stopped;
         s.exit_status = Some(status);
         s.oom_killed = oom_killed;
-    }) {
-        log::warn!("container {id}: cannot record the exit: {e}");
-    }
+        s.host_cgroup.clone()
+    });
+    let host_cgroup = match recorded {
+        Ok(cgroup) => cgroup,
+        Err(e) => {
+            log::warn!("container {id}: cannot record the exit: {e}");
+            None
+        }
+    };
     if client.shutdown().is_ok() && process.wait_timeout(SHUTDOWN_TIMEOUT).is_none() {
         log::warn!("container {id}: the guest did not reset after shutdown; killing the VMM");
     }
     drop(process);
     drop(network);
+    // With the VM gone, before our exit: a watcher of the host cgroup
+    // sees the OOM, then the exit, as it would under runc.
+    if let (true, Some(cgroup)) = (oom_killed, host_cgroup) {
+        match cgroup.raise_oom() {
+            Ok(()) => log::info!("container {id}: OOM kill raised in its host cgroup"),
+            Err(e) => log::warn!(
+                "container {id}: cannot raise its OOM in the host cgroup: {}",
+                crate::error_chain(&e)
+            ),
+        }
+    }
     status
 }
 

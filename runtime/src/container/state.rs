@@ -89,6 +89,9 @@ pub struct ContainerState {
     /// The pod network joined to the VM, to part on delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::sandbox::NetworkRecord>,
+    /// The host cgroup the monitor and VMM run in, to remove on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cgroup: Option<super::host_cgroup::HostCgroup>,
 }
 
 /// Why a container directory could not be used.
@@ -372,6 +375,7 @@ mod tests {
             exit_status: None,
             oom_killed: false,
             network: None,
+            host_cgroup: None,
         }
     }
 
