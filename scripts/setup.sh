@@ -47,6 +47,9 @@ fi
 cache="${HUSK_CACHE_DIR:-$HOME/.cache/husk}"
 mkdir -p "$cache"
 
+say "Docker engine 26 (the shim's Docker path; Debian 12 has 20.10)"
+scripts/fetch-docker-engine.sh >/dev/null
+
 say "guest kernel"
 vmlinux=$(kernel-config/build.sh | tail -n 1)
 ln -sfn "$vmlinux" "$cache/vmlinux"

@@ -16,6 +16,10 @@
 //! the container's veth into the namespace husk's monitor made, husk joins
 //! it to the guest, and a port published with `-p` serves a page from the
 //! microVM.
+//!
+//! A third runs Docker 26 (Debian 13's engine, fetched by
+//! `scripts/fetch-docker-engine.sh`) on the suite's own containerd, which
+//! takes `--runtime io.containerd.husk.v2` to the husk shim directly.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +50,29 @@ struct Docker {
     dir: tempfile::TempDir,
     daemon: Child,
     calls: std::cell::Cell<u32>,
+}
+
+/// Which engine a private dockerd is.
+enum Engine {
+    /// Debian's 20.10, with husk registered by path (the runc shim's path).
+    Debian,
+    /// Docker 26 (`scripts/fetch-docker-engine.sh`) on the suite's own
+    /// containerd, which takes `--runtime io.containerd.husk.v2` to the
+    /// husk shim found on that containerd's `PATH`.
+    WithShim {
+        /// The containerd's socket.
+        containerd: PathBuf,
+    },
+}
+
+/// Docker 26's dockerd, as `scripts/setup.sh` fetches it.
+fn dockerd_26() -> PathBuf {
+    let dockerd = husk_tests::cached("docker-engine/usr/sbin/dockerd");
+    assert!(
+        dockerd.exists(),
+        "{dockerd:?} is missing: run scripts/fetch-docker-engine.sh"
+    );
+    dockerd
 }
 
 /// A network namespace the test made (`ip netns add`), deleted when dropped.
@@ -131,12 +158,13 @@ impl Docker {
     /// as a runtime argument), starts dockerd without networking of its own
     /// and loads the busybox image.
     fn start() -> Self {
-        Self::start_in(None)
+        Self::start_in(None, &Engine::Debian)
     }
 
     /// [`Docker::start`]; in `netns`, with Docker's default bridge network
-    /// (its iptables rules left out: the userland proxy publishes ports).
-    fn start_in(netns: Option<&TestNetns>) -> Self {
+    /// (its iptables rules left out: the userland proxy publishes ports);
+    /// `engine` says which dockerd, and how it reaches husk.
+    fn start_in(netns: Option<&TestNetns>, engine: &Engine) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("husk-docker.")
             .tempdir_in("/run")
@@ -154,14 +182,23 @@ impl Docker {
             ),
         )
         .unwrap();
-        let daemon_json = serde_json::json!({
-            // The default is under /etc/docker, read-only in the test host.
-            "deprecated-key-path": d.join("key.json"),
-            "runtimes": { RUNTIME: {
-                "path": husk_bin(),
-                "runtimeArgs": ["--config", husk_config],
-            }},
-        });
+        let (dockerd, daemon_json) = match engine {
+            Engine::Debian => (
+                PathBuf::from(DOCKERD),
+                serde_json::json!({
+                    // The default is under /etc/docker, read-only in the test host.
+                    "deprecated-key-path": d.join("key.json"),
+                    "runtimes": { RUNTIME: {
+                        "path": husk_bin(),
+                        "runtimeArgs": ["--config", husk_config],
+                    }},
+                }),
+            ),
+            Engine::WithShim { containerd } => (
+                dockerd_26(),
+                serde_json::json!({ "containerd": containerd }),
+            ),
+        };
         std::fs::write(d.join("daemon.json"), daemon_json.to_string()).unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         // nsenter, not `ip netns exec`, which hides the cgroup mounts.
@@ -169,10 +206,10 @@ impl Docker {
             Some(netns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net={}", netns.path().display()))
-                    .arg(DOCKERD);
+                    .arg(&dockerd);
                 c
             }
-            None => Command::new(DOCKERD),
+            None => Command::new(&dockerd),
         };
         let networking: &[&str] = match netns {
             Some(_) => &["--iptables=false", "--ip-masq=false", "--ip-forward=false"],
@@ -591,7 +628,7 @@ fn bridge_network_and_published_port(d: &Docker, netns: &TestNetns) -> Result<Ve
 #[test]
 fn docker_bridge_network_publishes_a_port_of_a_microvm() {
     let netns = TestNetns::add("docker");
-    let docker = Docker::start_in(Some(&netns));
+    let docker = Docker::start_in(Some(&netns), &Engine::Debian);
     let started = Instant::now();
     let result = bridge_network_and_published_port(&docker, &netns)
         .and_then(|ids| docker.check_nothing_left(&ids))
@@ -677,4 +714,140 @@ fn tail(text: &str, n: usize) -> &str {
         start += 1;
     }
     &text[start..]
+}
+
+/// The shim's runtime name, which Docker 23 and later take as it is.
+const SHIM_RUNTIME: &str = husk_tests::containerd::RUNTIME;
+
+/// `docker run --runtime io.containerd.husk.v2 --network none FLAGS IMAGE ARGS`.
+fn shim_run_args<'a>(flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["run", "--runtime", SHIM_RUNTIME, "--network", "none"];
+    all.extend_from_slice(flags);
+    all.push(IMAGE);
+    all.extend_from_slice(args);
+    all
+}
+
+/// Through the shim: the exit code, and the guest's kernel.
+fn shim_foreground_exit_code_and_guest_kernel(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let out = d.run(&shim_run_args(
+        &["--cidfile", cid.to_str().unwrap()],
+        &["sh", "-c", "uname -r; exit 3"],
+    ));
+    let id = read_cid(&cid)?;
+    check(out.status.code() == Some(3), || {
+        format!("exit code: {}", describe(&out))
+    })?;
+    let guest = stdout(&out).trim().to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    check(guest.starts_with("6.12.") && guest != host.trim(), || {
+        format!("not the guest's kernel: {guest:?} (host {host:?})")
+    })?;
+    d.ok(&["rm", &id]);
+    Ok(vec![id])
+}
+
+/// Through the shim: a detached container, `exec` into its microVM, and
+/// `kill`: 137.
+fn shim_detached_exec_and_kill(d: &Docker) -> Result<Vec<String>, String> {
+    let id = d
+        .ok(&shim_run_args(&["--detach"], &["sleep", "600"]))
+        .trim()
+        .to_string();
+    let exec = d.ok(&["exec", &id, "sh", "-c", "echo in $(uname -r)"]);
+    check(exec.trim().starts_with("in 6.12."), || {
+        format!("docker exec: {exec:?}")
+    })?;
+    d.ok(&["kill", &id]);
+    let status = d.ok(&["wait", &id]);
+    check(status.trim() == "137", || format!("docker wait: {status}"))?;
+    d.ok(&["rm", &id]);
+    Ok(vec![id])
+}
+
+/// Through the shim: a process over `--memory` ends with 137 and
+/// `State.OOMKilled` (the shim publishes the guest's OOM).
+fn shim_memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
+    let cid = d.cidfile();
+    let out = d.run(&shim_run_args(
+        &[
+            "--memory",
+            "32m",
+            "--memory-swap",
+            "32m",
+            "--cidfile",
+            cid.to_str().unwrap(),
+        ],
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
+    ));
+    let id = read_cid(&cid)?;
+    check(out.status.code() == Some(137), || {
+        format!("not killed: {}", describe(&out))
+    })?;
+    let state = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+        &id,
+    ]);
+    check(state.trim() == "exited 137 true", || {
+        format!("docker inspect: {state}")
+    })?;
+    d.ok(&["rm", &id]);
+    Ok(vec![id])
+}
+
+/// Docker 23 and later take `--runtime io.containerd.husk.v2` straight to
+/// the husk shim, with nothing in daemon.json: Docker 26 (Debian 13's
+/// engine) on the suite's containerd, one microVM per container, and
+/// after each case no shim, VMM, mount or pod directory left.
+#[test]
+fn docker_26_runs_containers_in_microvms_through_the_husk_shim() {
+    let containerd = husk_tests::containerd::Containerd::start(None);
+    let docker = Docker::start_in(
+        None,
+        &Engine::WithShim {
+            containerd: containerd.address.clone(),
+        },
+    );
+    let cases: &[(&str, Case)] = &[
+        (
+            "foreground exit code and guest kernel",
+            shim_foreground_exit_code_and_guest_kernel,
+        ),
+        ("detached: exec, kill, rm", shim_detached_exec_and_kill),
+        ("a process over its memory limit", shim_memory_limit_oom),
+    ];
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        let started = Instant::now();
+        let result = case(&docker)
+            .and_then(|ids| docker.check_nothing_left(&ids))
+            .and_then(|()| {
+                let left = containerd.pod_leftovers("moby", CLEANUP_TIMEOUT);
+                check(left.is_empty(), || format!("left: {left:?}"))
+            });
+        eprintln!(
+            "docker 26 case {name:?}: {:?} in {:?}",
+            result.is_ok(),
+            started.elapsed()
+        );
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+            let ps = docker.run(&["ps", "--all", "--quiet"]);
+            for id in stdout(&ps).split_whitespace() {
+                let _ = docker.run(&["rm", "--force", id]);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}\n--- dockerd log (tail)\n{}\n--- containerd log (tail)\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n"),
+        tail(&docker.log(), 6000),
+        tail(&containerd.log(), 6000)
+    );
 }
