@@ -47,8 +47,11 @@ fi
 cache="${HUSK_CACHE_DIR:-$HOME/.cache/husk}"
 mkdir -p "$cache"
 
-say "Docker engine 26 (the shim's Docker path; Debian 12 has 20.10)"
-scripts/fetch-docker-engine.sh >/dev/null
+# Later engines than Debian 12's, unpacked under the cache, not installed:
+# Docker 26 (the shim's Docker path) and containerd 2 (task API v3 era).
+say "Docker 26 and containerd 2 from later Debian suites"
+scripts/fetch-debian-package.sh trixie docker.io docker-engine usr/sbin/dockerd >/dev/null
+scripts/fetch-debian-package.sh forky containerd containerd-2 usr/bin/containerd >/dev/null
 
 say "guest kernel"
 vmlinux=$(kernel-config/build.sh | tail -n 1)

@@ -18,7 +18,7 @@
 //! microVM.
 //!
 //! A third runs Docker 26 (Debian 13's engine, fetched by
-//! `scripts/fetch-docker-engine.sh`) on the suite's own containerd, which
+//! `scripts/fetch-debian-package.sh`) on the suite's own containerd, which
 //! takes `--runtime io.containerd.husk.v2` to the husk shim directly.
 
 use std::io::{Read, Write};
@@ -56,7 +56,7 @@ struct Docker {
 enum Engine {
     /// Debian's 20.10, with husk registered by path (the runc shim's path).
     Debian,
-    /// Docker 26 (`scripts/fetch-docker-engine.sh`) on the suite's own
+    /// Docker 26 (`scripts/fetch-debian-package.sh`) on the suite's own
     /// containerd, which takes `--runtime io.containerd.husk.v2` to the
     /// husk shim found on that containerd's `PATH`.
     WithShim {
@@ -70,7 +70,7 @@ fn dockerd_26() -> PathBuf {
     let dockerd = husk_tests::cached("docker-engine/usr/sbin/dockerd");
     assert!(
         dockerd.exists(),
-        "{dockerd:?} is missing: run scripts/fetch-docker-engine.sh"
+        "{dockerd:?} is missing: run scripts/fetch-debian-package.sh"
     );
     dockerd
 }
@@ -323,11 +323,7 @@ impl Docker {
 
     /// `docker run --runtime husk --network none FLAGS IMAGE ARGS`.
     fn run_args<'a>(flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
-        let mut all = vec!["run", "--runtime", RUNTIME, "--network", "none"];
-        all.extend_from_slice(flags);
-        all.push(IMAGE);
-        all.extend_from_slice(args);
-        all
+        run_args_with(RUNTIME, flags, args)
     }
 
     /// Nothing of the containers `ids` is left once docker has cleaned up.
@@ -356,6 +352,40 @@ impl Docker {
         check(ps.status.success() && ps.stdout.is_empty(), || {
             format!("docker still has containers: {}", describe(&ps))
         })
+    }
+}
+
+impl Docker {
+    /// Runs `cases`; after each, nothing of its containers may be left
+    /// ([`Docker::check_nothing_left`] and `also_clean`). Returns the
+    /// failures, each named.
+    fn run_cases(
+        &self,
+        what: &str,
+        cases: &[(&str, Case)],
+        also_clean: impl Fn() -> Result<(), String>,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for (name, case) in cases {
+            let started = Instant::now();
+            let result = case(self)
+                .and_then(|ids| self.check_nothing_left(&ids))
+                .and_then(|()| also_clean());
+            eprintln!(
+                "{what} case {name:?}: {:?} in {:?}",
+                result.is_ok(),
+                started.elapsed()
+            );
+            if let Err(e) = result {
+                failures.push(format!("{name}: {e}"));
+                // Leave nothing to the next case.
+                let ps = self.run(&["ps", "--all", "--quiet"]);
+                for id in stdout(&ps).split_whitespace() {
+                    let _ = self.run(&["rm", "--force", id]);
+                }
+            }
+        }
+        failures
     }
 }
 
@@ -543,8 +573,14 @@ fn detached_logs_exec_stop_kill_rm(d: &Docker) -> Result<Vec<String>, String> {
 /// (`docker/ID`), where husk's monitor runs and raises the guest's OOM;
 /// that cgroup is gone after `docker rm`.
 fn memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
+    memory_limit_oom_with(d, RUNTIME)
+}
+
+/// [`memory_limit_oom`] with `runtime`.
+fn memory_limit_oom_with(d: &Docker, runtime: &str) -> Result<Vec<String>, String> {
     let cid = d.cidfile();
-    let out = d.run(&Docker::run_args(
+    let out = d.run(&run_args_with(
+        runtime,
         &[
             "--memory",
             "32m",
@@ -667,24 +703,7 @@ fn docker_with_debians_engine_runs_containers_in_microvms_through_the_husk_cli()
         ),
         ("a process over its memory limit", memory_limit_oom),
     ];
-    let mut failures = Vec::new();
-    for (name, case) in cases {
-        let started = Instant::now();
-        let result = case(&docker).and_then(|ids| docker.check_nothing_left(&ids));
-        eprintln!(
-            "docker case {name:?}: {:?} in {:?}",
-            result.is_ok(),
-            started.elapsed()
-        );
-        if let Err(e) = result {
-            failures.push(format!("{name}: {e}"));
-            // Leave nothing to the next case.
-            let ps = docker.run(&["ps", "--all", "--quiet"]);
-            for id in stdout(&ps).split_whitespace() {
-                let _ = docker.run(&["rm", "--force", id]);
-            }
-        }
-    }
+    let failures = docker.run_cases("docker", cases, || Ok(()));
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}\n--- dockerd log (tail)\n{}",
@@ -721,7 +740,12 @@ const SHIM_RUNTIME: &str = husk_tests::containerd::RUNTIME;
 
 /// `docker run --runtime io.containerd.husk.v2 --network none FLAGS IMAGE ARGS`.
 fn shim_run_args<'a>(flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = vec!["run", "--runtime", SHIM_RUNTIME, "--network", "none"];
+    run_args_with(SHIM_RUNTIME, flags, args)
+}
+
+/// `docker run --runtime RUNTIME --network none FLAGS IMAGE ARGS`.
+fn run_args_with<'a>(runtime: &'a str, flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["run", "--runtime", runtime, "--network", "none"];
     all.extend_from_slice(flags);
     all.push(IMAGE);
     all.extend_from_slice(args);
@@ -769,33 +793,7 @@ fn shim_detached_exec_and_kill(d: &Docker) -> Result<Vec<String>, String> {
 /// Through the shim: a process over `--memory` ends with 137 and
 /// `State.OOMKilled` (the shim publishes the guest's OOM).
 fn shim_memory_limit_oom(d: &Docker) -> Result<Vec<String>, String> {
-    let cid = d.cidfile();
-    let out = d.run(&shim_run_args(
-        &[
-            "--memory",
-            "32m",
-            "--memory-swap",
-            "32m",
-            "--cidfile",
-            cid.to_str().unwrap(),
-        ],
-        &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
-    ));
-    let id = read_cid(&cid)?;
-    check(out.status.code() == Some(137), || {
-        format!("not killed: {}", describe(&out))
-    })?;
-    let state = d.ok(&[
-        "inspect",
-        "--format",
-        "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
-        &id,
-    ]);
-    check(state.trim() == "exited 137 true", || {
-        format!("docker inspect: {state}")
-    })?;
-    d.ok(&["rm", &id]);
-    Ok(vec![id])
+    memory_limit_oom_with(d, SHIM_RUNTIME)
 }
 
 /// Docker 23 and later take `--runtime io.containerd.husk.v2` straight to
@@ -819,28 +817,10 @@ fn docker_26_runs_containers_in_microvms_through_the_husk_shim() {
         ("detached: exec, kill, rm", shim_detached_exec_and_kill),
         ("a process over its memory limit", shim_memory_limit_oom),
     ];
-    let mut failures = Vec::new();
-    for (name, case) in cases {
-        let started = Instant::now();
-        let result = case(&docker)
-            .and_then(|ids| docker.check_nothing_left(&ids))
-            .and_then(|()| {
-                let left = containerd.pod_leftovers("moby", CLEANUP_TIMEOUT);
-                check(left.is_empty(), || format!("left: {left:?}"))
-            });
-        eprintln!(
-            "docker 26 case {name:?}: {:?} in {:?}",
-            result.is_ok(),
-            started.elapsed()
-        );
-        if let Err(e) = result {
-            failures.push(format!("{name}: {e}"));
-            let ps = docker.run(&["ps", "--all", "--quiet"]);
-            for id in stdout(&ps).split_whitespace() {
-                let _ = docker.run(&["rm", "--force", id]);
-            }
-        }
-    }
+    let failures = docker.run_cases("docker 26", cases, || {
+        let left = containerd.pod_leftovers("moby", CLEANUP_TIMEOUT);
+        check(left.is_empty(), || format!("left: {left:?}"))
+    });
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}\n--- dockerd log (tail)\n{}\n--- containerd log (tail)\n{}",

@@ -28,13 +28,27 @@ pub struct Containerd {
     pub husk_state: PathBuf,
     /// containerd runs with a private `/var/lib` (see [`Containerd::start_cri`]).
     private_var_lib: bool,
+    /// Where its `containerd`, `ctr` and runc shim are; `PATH` if `None`
+    /// (Debian 12's 1.6).
+    bin_dir: Option<PathBuf>,
 }
 
 impl Containerd {
     /// Starts containerd with `extra` appended to its config (e.g. the CRI
     /// plugin's settings; without it the CRI plugin is disabled).
     pub fn start(extra: Option<&str>) -> Self {
-        Self::start_in(extra, false)
+        Self::start_in(extra, false, None)
+    }
+
+    /// [`Containerd::start`] with containerd 2 (Debian 14's, unpacked under
+    /// the cache by `scripts/fetch-debian-package.sh`) and its `ctr`.
+    pub fn start_2() -> Self {
+        let bin_dir = crate::cached("containerd-2/usr/bin");
+        assert!(
+            bin_dir.join("containerd").exists(),
+            "{bin_dir:?} has no containerd: run scripts/setup.sh"
+        );
+        Self::start_in(None, false, Some(bin_dir))
     }
 
     /// [`Containerd::start`] with the CRI plugin's `settings`, and
@@ -43,10 +57,10 @@ impl Containerd {
     /// no setting moves, which the test host's read-only root cannot
     /// create (and the host's own stays untouched).
     pub fn start_cri(settings: &str) -> Self {
-        Self::start_in(Some(settings), true)
+        Self::start_in(Some(settings), true, None)
     }
 
-    fn start_in(extra: Option<&str>, private_var_lib: bool) -> Self {
+    fn start_in(extra: Option<&str>, private_var_lib: bool, bin_dir: Option<PathBuf>) -> Self {
         let shim = husk_bin().with_file_name(SHIM_BIN);
         assert!(
             shim.exists(),
@@ -85,7 +99,7 @@ impl Containerd {
             extra = extra.unwrap_or(""),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let child = spawn_containerd(d, &husk_config, private_var_lib);
+        let child = spawn_containerd(d, &husk_config, private_var_lib, bin_dir.as_deref());
         let me = Self {
             dir,
             child: Mutex::new(child),
@@ -93,6 +107,7 @@ impl Containerd {
             husk_config,
             husk_state,
             private_var_lib,
+            bin_dir,
         };
         me.wait_up();
         me
@@ -113,8 +128,12 @@ impl Containerd {
     /// as a host's service manager would; running shims are not touched.
     pub fn restart(&self) {
         self.stop();
-        *self.child.lock().unwrap() =
-            spawn_containerd(self.dir.path(), &self.husk_config, self.private_var_lib);
+        *self.child.lock().unwrap() = spawn_containerd(
+            self.dir.path(),
+            &self.husk_config,
+            self.private_var_lib,
+            self.bin_dir.as_deref(),
+        );
         self.wait_up();
     }
 
@@ -132,6 +151,14 @@ impl Containerd {
         }
     }
 
+    /// One of its binaries: from its own directory, or `PATH`.
+    fn binary(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
     /// containerd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
@@ -144,7 +171,7 @@ impl Containerd {
 
     /// `ctr --address … ARGS`.
     pub fn ctr(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
+        let mut c = Command::new(self.binary("ctr"));
         c.arg("--address").arg(&self.address).args(args);
         c
     }
@@ -184,14 +211,23 @@ impl Drop for Containerd {
 }
 
 /// Starts containerd on the config in `dir`, finding the shim on `PATH`;
-/// with `private_var_lib`, over an empty `/var/lib` of its own.
-fn spawn_containerd(dir: &Path, husk_config: &Path, private_var_lib: bool) -> Child {
+/// with `private_var_lib`, over an empty `/var/lib` of its own; from
+/// `bin_dir` (its runc shim on `PATH` too) if given.
+fn spawn_containerd(
+    dir: &Path,
+    husk_config: &Path,
+    private_var_lib: bool,
+    bin_dir: Option<&Path>,
+) -> Child {
     let shim = husk_bin().with_file_name(SHIM_BIN);
-    let path = format!(
-        "{}:{}",
-        shim.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let mut path = shim.parent().unwrap().display().to_string();
+    if let Some(bin_dir) = bin_dir {
+        path = format!("{path}:{}", bin_dir.display());
+    }
+    let path = format!("{path}:{}", std::env::var("PATH").unwrap_or_default());
+    let containerd = bin_dir
+        .map(|d| d.join("containerd"))
+        .unwrap_or_else(|| PathBuf::from("containerd"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -204,7 +240,7 @@ fn spawn_containerd(dir: &Path, husk_config: &Path, private_var_lib: bool) -> Ch
         ).arg("containerd");
         c
     } else {
-        Command::new("containerd")
+        Command::new(&containerd)
     };
     command
         .arg("--config")
