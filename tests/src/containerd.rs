@@ -151,14 +151,6 @@ impl Containerd {
         }
     }
 
-    /// One of its binaries: from its own directory, or `PATH`.
-    fn binary(&self, name: &str) -> PathBuf {
-        match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
-        }
-    }
-
     /// containerd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
@@ -171,7 +163,7 @@ impl Containerd {
 
     /// `ctr --address … ARGS`.
     pub fn ctr(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(self.binary("ctr"));
+        let mut c = Command::new(binary(self.bin_dir.as_deref(), "ctr"));
         c.arg("--address").arg(&self.address).args(args);
         c
     }
@@ -210,6 +202,14 @@ impl Drop for Containerd {
     }
 }
 
+/// A containerd binary: from `bin_dir`, or `PATH` if `None`.
+fn binary(bin_dir: Option<&Path>, name: &str) -> PathBuf {
+    match bin_dir {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
 /// Starts containerd on the config in `dir`, finding the shim on `PATH`;
 /// with `private_var_lib`, over an empty `/var/lib` of its own; from
 /// `bin_dir` (its runc shim on `PATH` too) if given.
@@ -225,9 +225,7 @@ fn spawn_containerd(
         path = format!("{path}:{}", bin_dir.display());
     }
     let path = format!("{path}:{}", std::env::var("PATH").unwrap_or_default());
-    let containerd = bin_dir
-        .map(|d| d.join("containerd"))
-        .unwrap_or_else(|| PathBuf::from("containerd"));
+    let containerd = binary(bin_dir, "containerd");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

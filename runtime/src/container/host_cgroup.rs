@@ -298,14 +298,15 @@ impl HostCgroup {
         let old_limit =
             std::fs::read_to_string(dir.join(files.limit())).map_err(io(files.limit()))?;
         let old_swap = files.no_swap(dir);
-        let limit = set_low_limit(dir, files)?;
-        let marked = run_marker(procs.as_raw_fd(), limit);
-        let restored = std::fs::write(dir.join(files.limit()), old_limit.trim());
+        let marked = set_low_limit(dir, files).and_then(|limit| {
+            let marked = run_marker(procs.as_raw_fd(), limit);
+            let restored = std::fs::write(dir.join(files.limit()), old_limit.trim());
+            marked.and(restored.map_err(io(files.limit())))
+        });
         if let Some((name, old)) = old_swap {
             let _ = std::fs::write(dir.join(name), old.trim());
         }
-        marked?;
-        restored.map_err(io(files.limit()))
+        marked
     }
 
     /// Kills whatever is left in the cgroup and removes its directories.

@@ -121,13 +121,13 @@ pub fn create(opts: &CreateOptions) -> Result<CreatedContainer, LifecycleError> 
         .and_then(|l| l.cgroups_path().clone())
         .filter(|_| !opts.systemd_cgroup);
     let dir = ContainerDir::create(&opts.root, &opts.id)?;
-    let cgroup = match cgroups_path.map(|p| HostCgroup::make(&p.to_string_lossy())) {
-        Some(Err(e)) => {
+    let made = cgroups_path.map(|p| HostCgroup::make(&p.to_string_lossy()));
+    let cgroup = match made.transpose() {
+        Ok(cgroup) => cgroup,
+        Err(e) => {
             let _ = dir.remove();
             return Err(e.into());
         }
-        Some(Ok(cgroup)) => Some(cgroup),
-        None => None,
     };
     let result = hooks
         .save(&dir.dir)
@@ -201,9 +201,11 @@ fn start_monitor(
         .transpose()
         .map_err(LifecycleError::SpawnMonitor)?
         .unwrap_or_default();
-    let procs_fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
-    // SAFETY: the closure only writes to descriptors opened above.
-    unsafe { command.pre_exec(move || join_in_child(&procs_fds)) };
+    if !cgroup_procs.is_empty() {
+        let procs_fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: the closure only writes to descriptors opened above.
+        unsafe { command.pre_exec(move || join_in_child(&procs_fds)) };
+    }
     let (monitor, report) = spawn_reporting(command).map_err(LifecycleError::SpawnMonitor)?;
     drop(cgroup_procs);
     let monitor = finish_report(monitor, &report, opts.pid_file.as_deref(), &opts.id)?;
